@@ -1,0 +1,192 @@
+# -*- test-case-name: tests.db.test_database -*-
+"""Opening a database: engine, thread pool, schema revision check and creation."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+
+from buildbot_rest.db import schema
+from buildbot_rest.db.pool import DBThreadPool
+
+#: Revisions that upstream's alembic history knows before the head.
+KNOWN_OLD_REVISIONS = ("059", "060", "061", "062", "063", "064", "065", "066")
+
+UPGRADE_HINT = "upgrade it with `buildbot upgrade-master` from Buildbot 4.3.0"
+
+
+class DatabaseError(Exception):
+    """A database that cannot be used as it is; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """What :func:`inspect_schema` found in a database."""
+
+    revision: str | None
+    state: str  # "current", "empty", "old", "unknown", "foreign", "incomplete"
+    message: str
+
+    @property
+    def usable(self) -> bool:
+        return self.state == "current"
+
+
+def make_engine(url: str, *, pool_size: int = 4) -> sa.Engine:
+    """An engine for ``url`` set up for use from a thread pool."""
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError as e:
+        raise DatabaseError(f"invalid database URL {url!r}: {e}") from None
+    backend = parsed.get_backend_name()
+    if backend == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername=_default_postgresql_driver())
+    kwargs: dict[str, Any] = {}
+    if backend == "sqlite":
+        database = parsed.database or ""
+        connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": 20}
+        if database in ("", ":memory:"):
+            kwargs.update(poolclass=StaticPool)
+        else:
+            directory = os.path.dirname(os.path.abspath(database))
+            if not os.path.isdir(directory):
+                raise DatabaseError(f"cannot open {url}: directory {directory} does not exist")
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+        kwargs["connect_args"] = connect_args
+    elif backend == "mysql":
+        query = dict(parsed.query)
+        if query.get("charset", "utf8") not in ("utf8", "utf8mb3", "utf8mb4"):
+            raise DatabaseError("MySQL databases must use charset=utf8")
+        query.setdefault("charset", "utf8")
+        parsed = parsed.set(query=query)
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=3600,
+                      pool_pre_ping=True)
+    else:
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    try:
+        engine = sa.create_engine(parsed, **kwargs)
+    except (ImportError, sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as e:
+        raise DatabaseError(f"cannot use database URL {url!r}: {e}") from None
+    if backend == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def _default_postgresql_driver() -> str:
+    # SQLAlchemy's default driver for a bare postgresql:// changed between releases;
+    # take whichever of the two usual drivers is installed.
+    for module, driver in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
+        try:
+            __import__(module)
+        except ImportError:
+            continue
+        return driver
+    raise DatabaseError("PostgreSQL needs a driver: pip install 'buildbot_rest[postgresql]'")
+
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    memory = (engine.url.database or "") in ("", ":memory:")
+
+    @sa.event.listens_for(engine, "connect")
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let Python's sqlite3 leave transactions to SQLAlchemy, so BEGIN is explicit.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        if not memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=20000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
+def inspect_schema(conn: sa.Connection) -> SchemaStatus:
+    """Find the schema revision of a database and whether this server can use it."""
+    names = set(sa.inspect(conn).get_table_names())
+    if "alembic_version" not in names:
+        if not names:
+            return SchemaStatus(None, "empty", "the database is empty; create it with "
+                                "`buildbot-rest create-db`")
+        if "migrate_version" in names or "version" in names:
+            return SchemaStatus(None, "old", "the database predates Buildbot 3.0; "
+                                + UPGRADE_HINT)
+        return SchemaStatus(None, "foreign", "the database has tables but no alembic_version; "
+                            "it is not a Buildbot database this server knows")
+    revision = conn.execute(sa.select(schema.alembic_version.c.version_num)).scalar()
+    if revision == schema.ALEMBIC_HEAD:
+        missing = sorted(set(schema.metadata.tables) - names)
+        if missing:
+            return SchemaStatus(revision, "incomplete",
+                                f"the database is at revision {revision} but lacks tables: "
+                                + ", ".join(missing))
+        return SchemaStatus(revision, "current", f"schema revision {revision} (Buildbot 4.3.0)")
+    if revision in KNOWN_OLD_REVISIONS:
+        return SchemaStatus(revision, "old", f"the database is at schema revision {revision}, "
+                            f"older than {schema.ALEMBIC_HEAD}; " + UPGRADE_HINT)
+    return SchemaStatus(revision, "unknown",
+                        f"the database is at schema revision {revision!r}, which this server "
+                        f"does not know (it serves revision {schema.ALEMBIC_HEAD}, Buildbot "
+                        "4.3.0); use a buildbot_rest release that supports it")
+
+
+def create_schema(conn: sa.Connection) -> None:
+    """Create every table and index and stamp the alembic head, in one transaction."""
+    schema.metadata.create_all(conn)
+    schema.alembic_version.create(conn)
+    conn.execute(schema.alembic_version.insert().values(version_num=schema.ALEMBIC_HEAD))
+
+
+class Database:
+    """A database this server reads and writes, with its engine and thread pool."""
+
+    def __init__(self, url: str, *, pool_size: int = 4, reactor: Any = None,
+                 retry_seconds: float = 30.0) -> None:
+        self.url = url
+        self.engine = make_engine(url, pool_size=pool_size)
+        self.pool = DBThreadPool(self.engine, size=pool_size, reactor=reactor,
+                                 retry_seconds=retry_seconds)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def status_sync(self) -> SchemaStatus:
+        """The schema status, checked in the calling thread."""
+        try:
+            return self.pool.run_sync(inspect_schema)
+        except sa.exc.DBAPIError as e:
+            raise DatabaseError(f"cannot connect to {self.safe_url}: {_first_line(e)}") from None
+
+    def prepare_sync(self, *, create: bool = True) -> SchemaStatus:
+        """Make sure the database is usable: create it when empty (if allowed), else check
+        its revision. Never alters an existing schema."""
+        status = self.status_sync()
+        if status.state == "empty" and create:
+            self.pool.run_in_transaction_sync(create_schema)
+            status = self.status_sync()
+        if not status.usable:
+            raise DatabaseError(f"{self.safe_url}: {status.message}")
+        return status
+
+    @property
+    def safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def start(self) -> None:
+        self.pool.start()
+
+    def stop(self) -> None:
+        self.pool.stop()
+
+
+def _first_line(error: BaseException) -> str:
+    orig = getattr(error, "orig", None) or error
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
