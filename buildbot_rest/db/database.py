@@ -139,7 +139,12 @@ def inspect_schema(conn: sa.Connection) -> SchemaStatus:
 
 def create_schema(conn: sa.Connection) -> None:
     """Create every table and index and stamp the alembic head, in one transaction."""
-    schema.metadata.create_all(conn)
+    # A fresh copy each time: SQLAlchemy remembers, per metadata, that a use_alter foreign
+    # key was once added with ALTER, and would then leave it out on SQLite.
+    metadata = sa.MetaData()
+    for table in schema.metadata.tables.values():
+        table.to_metadata(metadata)
+    metadata.create_all(conn)
     schema.alembic_version.create(conn)
     conn.execute(schema.alembic_version.insert().values(version_num=schema.ALEMBIC_HEAD))
 

@@ -1,0 +1,233 @@
+# -*- test-case-name: tests.data.test_engine -*-
+"""The result-spec engine: one SQL statement per request from a declared field mapping.
+
+Every filter and sort on a field that has an SQL expression becomes WHERE and ORDER BY;
+the primary key is always the last sort key; LIMIT/OFFSET and a COUNT for ``meta.total``
+run in SQL. Only list- and JSON-valued fields are filtered or sorted in Python, and then
+paging happens after that filter.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
+
+from buildbot_rest.data import types as t
+from buildbot_rest.data.base import Field, ResourceType
+from buildbot_rest.data.resultspec import Filter, ResultSpec, sort_items
+
+if TYPE_CHECKING:
+    from buildbot_rest.data.context import Context
+
+
+class substring_at(FunctionElement[int]):
+    """The 1-based position of a literal, case-sensitive substring (0 when absent)."""
+
+    type = sa.Integer()
+    inherit_cache = True
+
+
+@compiles(substring_at)
+def _substring_at_default(element: substring_at, compiler: Any, **kw: Any) -> str:
+    haystack, needle = list(element.clauses)
+    return f"instr({compiler.process(haystack, **kw)}, {compiler.process(needle, **kw)})"
+
+
+@compiles(substring_at, "postgresql")
+def _substring_at_pg(element: substring_at, compiler: Any, **kw: Any) -> str:
+    haystack, needle = list(element.clauses)
+    return f"strpos({compiler.process(haystack, **kw)}, {compiler.process(needle, **kw)})"
+
+
+@compiles(substring_at, "mysql")
+def _substring_at_mysql(element: substring_at, compiler: Any, **kw: Any) -> str:
+    haystack, needle = list(element.clauses)
+    return (f"locate(binary {compiler.process(needle, **kw)}, "
+            f"{compiler.process(haystack, **kw)})")
+
+
+def filter_clause(f: Field, flt: Filter) -> sa.ColumnElement[bool]:
+    """The SQL condition for one filter on a field with an SQL expression."""
+    col = f.sql
+    assert col is not None
+    op, values = flt.op, flt.values
+    if op == "isnull":
+        return col.is_(None) if values[0] else col.is_not(None)
+    base = f.type.inner if isinstance(f.type, t.NoneOk) else f.type
+    if isinstance(base, t.Boolean):
+        # Booleans are columns of 0/1 or boolean expressions: decide per truth value.
+        allowed = [b for b in (True, False) if flt.matches(b)]
+        boolean = col if isinstance(col.type, sa.Boolean) else (col != 0)
+        if len(allowed) == 2:
+            return col.is_not(None)
+        if allowed == [True]:
+            return boolean
+        if allowed == [False]:
+            return sa.not_(boolean)
+        return sa.false()
+    if op in ("eq", "in"):
+        return col == values[0] if len(values) == 1 else col.in_(values)
+    if op in ("ne", "notin"):
+        # SQL's NULL never compares unequal; the null check keeps that explicit.
+        clause = col != values[0] if len(values) == 1 else col.not_in(values)
+        return sa.and_(col.is_not(None), clause) if f.nullable else clause
+    if op == "contains":
+        return sa.or_(*(substring_at(col, sa.literal(str(v))) > 0 for v in values))
+    v = values[0]
+    return {"lt": col < v, "le": col <= v, "gt": col > v, "ge": col >= v}[op]
+
+
+def order_clauses(rtype: ResourceType, order: Sequence[str]) -> list[Any]:
+    """ORDER BY terms: NULLs first ascending, last descending, and the key last."""
+    terms: list[Any] = []
+    seen: set[str] = set()
+    for entry in list(order) + [k for k in rtype.key]:
+        name = entry.lstrip("-")
+        if name in seen:
+            continue
+        seen.add(name)
+        f = rtype.field_map[name]
+        assert f.sql is not None
+        desc = entry.startswith("-")
+        term = f.sql.desc() if desc else f.sql.asc()
+        if f.nullable:
+            # Only nullable columns get a NULLS clause, so that indexes stay usable.
+            term = term.nulls_last() if desc else term.nulls_first()
+        terms.append(term)
+    return terms
+
+
+def _split(rtype: ResourceType, spec: ResultSpec) -> tuple[list[Any], list[Filter], bool]:
+    sql_where, py_filters = [], []
+    for flt in spec.filters:
+        f = rtype.field_map[flt.field]
+        if f.in_sql:
+            sql_where.append(filter_clause(f, flt))
+        else:
+            py_filters.append(flt)
+    sql_order = all(rtype.field_map[o.lstrip("-")].in_sql for o in spec.order)
+    return sql_where, py_filters, sql_order
+
+
+def _items(conn: sa.Connection, rtype: ResourceType, stmt: sa.Select[Any],
+           spec: ResultSpec | None, ctx: Context) -> list[dict[str, Any]]:
+    items = [rtype.to_item(row) for row in conn.execute(stmt).mappings()]
+    if items:
+        rtype.complete(conn, items, spec, ctx)
+    return items
+
+
+def count_statement(stmt: sa.Select[Any]) -> sa.Select[Any]:
+    return stmt.with_only_columns(sa.func.count(), maintain_column_froms=False).order_by(None)
+
+
+def fetch_collection(conn: sa.Connection, ctx: Context, rtype: ResourceType,
+                     spec: ResultSpec, where: Sequence[Any],
+                     base: sa.Select[Any] | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Items of one page and the total before paging (runs in a DB thread)."""
+    stmt = (base if base is not None else rtype.select()).where(*where)
+    sql_where, py_filters, sql_order = _split(rtype, spec)
+    stmt = stmt.where(*sql_where)
+    offset = spec.offset or 0
+    if not py_filters and sql_order:
+        page = stmt.order_by(*order_clauses(rtype, spec.order))
+        if spec.limit is not None:
+            page = page.limit(spec.limit)
+        if offset:
+            page = page.offset(offset)
+        items = _items(conn, rtype, page, spec, ctx)
+        # A short page tells the total without a COUNT (unless it is empty past the end).
+        short = spec.limit is None or len(items) < spec.limit
+        if short and (items or not offset):
+            total = offset + len(items)
+        else:
+            total = _count(conn, stmt)
+        return _finish(rtype, spec, items), total
+    # Some filter or sort needs Python: read every SQL-matching row, then page.
+    if sql_order:
+        stmt = stmt.order_by(*order_clauses(rtype, spec.order))
+    items = _items(conn, rtype, stmt, spec, ctx)
+    return apply_in_python(rtype, spec, items, filters=py_filters, sort=not sql_order)
+
+
+def apply_in_python(rtype: ResourceType, spec: ResultSpec, items: list[dict[str, Any]], *,
+                    filters: Sequence[Filter] | None = None,
+                    sort: bool = True) -> tuple[list[dict[str, Any]], int]:
+    """Filter, count, sort and page items held in memory (for resource types that do
+    not live in the database, and for list- or JSON-valued fields)."""
+    flts = spec.filters if filters is None else filters
+    items = [i for i in items if all(f.matches(i.get(f.field)) for f in flts)]
+    if sort:
+        items = sort_items(items, spec.order, rtype.key)
+    total = len(items)
+    offset = spec.offset or 0
+    end = None if spec.limit is None else offset + spec.limit
+    return _finish(rtype, spec, items[offset:end]), total
+
+
+def _count(conn: sa.Connection, stmt: sa.Select[Any]) -> int:
+    return int(conn.execute(count_statement(stmt)).scalar() or 0)
+
+
+def _finish(rtype: ResourceType, spec: ResultSpec,
+            items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rtype.strip_private(items)
+    if spec.fields is not None:
+        items = [spec.project(i) for i in items]
+    return items
+
+
+def fetch_one(conn: sa.Connection, ctx: Context, rtype: ResourceType, spec: ResultSpec | None,
+              where: Sequence[Any],
+              base: sa.Select[Any] | None = None) -> dict[str, Any] | None:
+    """The one entity matching ``where``, or None (runs in a DB thread)."""
+    stmt = (base if base is not None else rtype.select()).where(*where)
+    stmt = stmt.order_by(*order_clauses(rtype, ())).limit(1)
+    items = _items(conn, rtype, stmt, spec, ctx)
+    if not items:
+        return None
+    rtype.strip_private(items)
+    item = items[0]
+    return spec.project(item) if spec is not None else item
+
+
+def fetch_embedded(conn: sa.Connection, ctx: Context, rtype: ResourceType,
+                   where: Sequence[Any]) -> list[dict[str, Any]]:
+    """Whole entities for embedding in another (no spec), in key order."""
+    stmt = rtype.select().where(*where).order_by(*order_clauses(rtype, ()))
+    items = _items(conn, rtype, stmt, None, ctx)
+    rtype.strip_private(items)
+    return items
+
+
+def streamable(rtype: ResourceType, spec: ResultSpec) -> bool:
+    """Whether the engine can stream this spec: no paging, every filter and sort in SQL."""
+    _, py_filters, sql_order = _split(rtype, spec)
+    return not py_filters and sql_order and not spec.paged
+
+
+def count_rows(conn: sa.Connection, rtype: ResourceType, spec: ResultSpec,
+               where: Sequence[Any], base: sa.Select[Any] | None = None) -> int:
+    """The number of rows an SQL-only spec matches (runs in a DB thread)."""
+    sql_where, _, _ = _split(rtype, spec)
+    stmt = (base if base is not None else rtype.select()).where(*where, *sql_where)
+    return _count(conn, stmt)
+
+
+def iter_batches(conn: sa.Connection, ctx: Context, rtype: ResourceType, spec: ResultSpec,
+                 where: Sequence[Any], batch: int = 2000,
+                 base: sa.Select[Any] | None = None) -> Iterator[list[dict[str, Any]]]:
+    """Stream an unpaged collection that :func:`streamable` accepts, in batches."""
+    assert streamable(rtype, spec)
+    sql_where, _, _ = _split(rtype, spec)
+    stmt = (base if base is not None else rtype.select()).where(*where, *sql_where)
+    stmt = stmt.order_by(*order_clauses(rtype, spec.order))
+
+    result = conn.execution_options(stream_results=True, yield_per=batch).execute(stmt)
+    for rows in result.mappings().partitions(batch):
+        items = [rtype.to_item(row) for row in rows]
+        rtype.complete(conn, items, spec, ctx)
+        yield _finish(rtype, spec, items)

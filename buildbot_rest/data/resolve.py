@@ -1,0 +1,101 @@
+# -*- test-case-name: tests.data.test_resolve -*-
+"""Resolving the variables of a matched path into entity ids, checking that they exist."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import sqlalchemy as sa
+
+from buildbot_rest.db import schema as s
+from buildbot_rest.db.hashes import name_hash
+
+
+class Missing(Exception):
+    """A path variable names an entity that does not exist."""
+
+    def __init__(self, name: str, value: Any) -> None:
+        super().__init__(f"no {name} {value!r}")
+        self.name = name
+        self.value = value
+
+
+#: path variable -> the primary key column of the entity it names
+ID_COLUMNS: dict[str, sa.Column[Any]] = {
+    "masterid": s.masters.c.id,
+    "builderid": s.builders.c.id,
+    "buildid": s.builds.c.id,
+    "stepid": s.steps.c.id,
+    "logid": s.logs.c.id,
+    "workerid": s.workers.c.id,
+    "schedulerid": s.schedulers.c.id,
+    "changesourceid": s.changesources.c.id,
+    "bsid": s.buildsets.c.id,
+    "buildsetid": s.buildsets.c.id,
+    "buildrequestid": s.buildrequests.c.id,
+    "changeid": s.changes.c.changeid,
+    "ssid": s.sourcestamps.c.id,
+    "projectid": s.projects.c.id,
+    "codebaseid": s.codebases.c.id,
+    "commitid": s.codebase_commits.c.id,
+    "branchid": s.codebase_branches.c.id,
+    "test_result_setid": s.test_result_sets.c.id,
+}
+
+
+def _scalar(conn: sa.Connection, stmt: sa.Select[Any]) -> Any:
+    return conn.execute(stmt.limit(1)).scalar()
+
+
+def builder_id_by_name(conn: sa.Connection, name: str) -> int | None:
+    return _scalar(conn, sa.select(s.builders.c.id).where(
+        s.builders.c.name_hash == name_hash(name)))
+
+
+def resolve(conn: sa.Connection, kwargs: dict[str, Any],
+            unchecked: Iterable[str] = ()) -> dict[str, Any]:
+    """Turn path variables into ids: builder names, build numbers, step names or numbers
+    and log slugs become ``builderid``, ``buildid``, ``stepid`` and ``logid``. Raise
+    :class:`Missing` for the first one that does not exist (except ``unchecked``)."""
+    ids = dict(kwargs)
+    skip = set(unchecked)
+    if "buildername" in ids:
+        builderid = builder_id_by_name(conn, ids["buildername"])
+        if builderid is None:
+            raise Missing("builder", ids["buildername"])
+        ids["builderid"] = builderid
+        skip.add("builderid")
+    if "build_number" in ids and "builderid" in ids:
+        buildid = _scalar(conn, sa.select(s.builds.c.id).where(
+            s.builds.c.builderid == ids["builderid"], s.builds.c.number == ids["build_number"]))
+        if buildid is None:
+            if "build_number" in skip:
+                return ids
+            raise Missing("build", ids["build_number"])
+        ids["buildid"] = buildid
+        skip.add("buildid")
+    if "buildid" in ids and ("step_name" in ids or "step_number" in ids):
+        cond = (s.steps.c.name == ids["step_name"]) if "step_name" in ids else (
+            s.steps.c.number == ids["step_number"])
+        stepid = _scalar(conn, sa.select(s.steps.c.id).where(
+            s.steps.c.buildid == ids["buildid"], cond))
+        if stepid is None:
+            if {"step_name", "step_number"} & skip:
+                return ids
+            raise Missing("step", ids.get("step_name", ids.get("step_number")))
+        ids["stepid"] = stepid
+        skip.add("stepid")
+    if "stepid" in ids and "log_slug" in ids:
+        logid = _scalar(conn, sa.select(s.logs.c.id).where(
+            s.logs.c.stepid == ids["stepid"], s.logs.c.slug == ids["log_slug"]))
+        if logid is None:
+            if "log_slug" in skip:
+                return ids
+            raise Missing("log", ids["log_slug"])
+        ids["logid"] = logid
+        skip.add("logid")
+    for name, column in ID_COLUMNS.items():
+        if name in ids and name not in skip:
+            if _scalar(conn, sa.select(column).where(column == ids[name])) is None:
+                raise Missing(name, ids[name])
+    return ids

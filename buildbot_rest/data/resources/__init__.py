@@ -1,0 +1,1 @@
+"""One module per resource type; each lists its classes in ``RESOURCE_TYPES``."""

@@ -1,0 +1,3 @@
+"""Placeholder until the module is written."""
+
+RESOURCE_TYPES: list = []

@@ -1,0 +1,105 @@
+"""A running server over a database filled with upstream-shaped demo rows, and a small
+synchronous client for HTTP tests (real requests over a listening port)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import pytest
+import pytest_twisted
+import sqlalchemy as sa
+import treq
+from twisted.internet import endpoints, reactor
+from twisted.web.server import Site
+
+from buildbot_rest import demo
+from buildbot_rest.data.connector import DataConnector
+from buildbot_rest.db import Database
+
+#: the demo data every HTTP test reads (deterministic for this seed)
+DEMO_BUILDS = 30
+DEMO_SEED = 1
+
+
+@dataclass
+class Reply:
+    code: int
+    headers: Any
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.getRawHeaders(name)
+        return values[0] if values else None
+
+
+class Api:
+    """``await api.get("builds?limit=2")`` against a live server. Tests are
+    ``@pytest_twisted.ensureDeferred async def test_...``."""
+
+    def __init__(self, root: str, db: Database) -> None:
+        self.root = root
+        self.db = db
+
+    async def request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
+                      data: bytes | None = None) -> Reply:
+        hdrs = {"Accept": "application/json"}
+        hdrs.update(headers or {})
+        resp = await treq.request(method, self.root + path,
+                                  headers={k: [v] for k, v in hdrs.items()},
+                                  data=data, persistent=False)
+        body = await resp.content()
+        return Reply(resp.code, resp.headers, body)
+
+    async def get(self, path: str, **kw: Any) -> Reply:
+        """GET ``/api/v2/<path>`` (or ``/<path>`` when it starts with a slash)."""
+        if path.startswith("/"):
+            return await self.request("GET", path[1:], **kw)
+        return await self.request("GET", "api/v2" + ("/" + path if path else ""), **kw)
+
+    def rows(self, stmt: Any) -> list[Any]:
+        """Read the test database directly, to compute expected answers."""
+        with self.db.engine.connect() as conn:
+            return list(conn.execute(stmt))
+
+
+def _serve(url: str) -> Iterator[Api]:
+    db = Database(url, pool_size=4)
+    db.prepare_sync()
+    with db.engine.connect() as conn:
+        empty = conn.execute(sa.text("select count(*) from builds")).scalar() == 0
+    if empty:
+        demo.populate(db.engine, builds=DEMO_BUILDS, seed=DEMO_SEED)
+    db.start()
+    connector = DataConnector(db, base_url="http://testserver/")
+    from buildbot_rest.www import WebApp
+    site = Site(WebApp(connector).resource())
+    port = pytest_twisted.blockon(
+        endpoints.serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(site))
+    try:
+        yield Api(f"http://127.0.0.1:{port.getHost().port}/", db)
+    finally:
+        pytest_twisted.blockon(port.stopListening())
+        db.stop()
+
+
+@pytest.fixture(scope="session")
+def api_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    path = tmp_path_factory.mktemp("www") / "demo.sqlite"
+    yield from _serve(f"sqlite:///{path}")
+
+
+@pytest.fixture(scope="session")
+def api_postgresql(pg_databases: Any) -> Iterator[Api]:
+    yield from _serve(pg_databases.create())
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def api(request: pytest.FixtureRequest) -> Api:
+    """The demo server on each backend."""
+    return request.getfixturevalue(f"api_{request.param}")
