@@ -9,7 +9,8 @@ paging happens after that filter.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
@@ -49,6 +50,45 @@ def _substring_at_mysql(element: substring_at, compiler: Any, **kw: Any) -> str:
             f"{compiler.process(haystack, **kw)})")
 
 
+class binary_text(FunctionElement[str]):
+    """A text expression compared and sorted by code point, as Python compares strings
+    (the database's collation may be locale-aware or case-insensitive)."""
+
+    type = sa.String()
+    inherit_cache = True
+
+
+@compiles(binary_text)
+def _binary_text_default(element: binary_text, compiler: Any, **kw: Any) -> str:
+    # SQLite's default BINARY collation already compares UTF-8 bytes: code point order.
+    (inner,) = list(element.clauses)
+    return str(compiler.process(inner, **kw))
+
+
+@compiles(binary_text, "postgresql")
+def _binary_text_pg(element: binary_text, compiler: Any, **kw: Any) -> str:
+    (inner,) = list(element.clauses)
+    return f'({compiler.process(inner, **kw)}) COLLATE "C"'
+
+
+@compiles(binary_text, "mysql")
+def _binary_text_mysql(element: binary_text, compiler: Any, **kw: Any) -> str:
+    (inner,) = list(element.clauses)
+    return f"BINARY ({compiler.process(inner, **kw)})"
+
+
+def _base_type(f: Field) -> t.FieldType:
+    return f.type.inner if isinstance(f.type, t.NoneOk) else f.type
+
+
+def _comparable(f: Field) -> sa.ColumnElement[Any]:
+    """The field's SQL expression, in code point order when it is text."""
+    assert f.sql is not None
+    if isinstance(_base_type(f), (t.String, t.Identifier)):
+        return binary_text(f.sql)
+    return f.sql
+
+
 def filter_clause(f: Field, flt: Filter) -> sa.ColumnElement[bool]:
     """The SQL condition for one filter on a field with an SQL expression."""
     col = f.sql
@@ -56,7 +96,7 @@ def filter_clause(f: Field, flt: Filter) -> sa.ColumnElement[bool]:
     op, values = flt.op, flt.values
     if op == "isnull":
         return col.is_(None) if values[0] else col.is_not(None)
-    base = f.type.inner if isinstance(f.type, t.NoneOk) else f.type
+    base = _base_type(f)
     if isinstance(base, t.Boolean):
         # Booleans are columns of 0/1 or boolean expressions: decide per truth value.
         allowed = [b for b in (True, False) if flt.matches(b)]
@@ -77,7 +117,8 @@ def filter_clause(f: Field, flt: Filter) -> sa.ColumnElement[bool]:
     if op == "contains":
         return sa.or_(*(substring_at(col, sa.literal(str(v))) > 0 for v in values))
     v = values[0]
-    return {"lt": col < v, "le": col <= v, "gt": col > v, "ge": col >= v}[op]
+    key = _comparable(f)
+    return {"lt": key < v, "le": key <= v, "gt": key > v, "ge": key >= v}[op]
 
 
 def order_clauses(rtype: ResourceType, order: Sequence[str]) -> list[Any]:
@@ -90,9 +131,9 @@ def order_clauses(rtype: ResourceType, order: Sequence[str]) -> list[Any]:
             continue
         seen.add(name)
         f = rtype.field_map[name]
-        assert f.sql is not None
         desc = entry.startswith("-")
-        term = f.sql.desc() if desc else f.sql.asc()
+        key = _comparable(f)
+        term = key.desc() if desc else key.asc()
         if f.nullable:
             # Only nullable columns get a NULLS clause, so that indexes stay usable.
             term = term.nulls_last() if desc else term.nulls_first()
@@ -121,6 +162,11 @@ def _items(conn: sa.Connection, rtype: ResourceType, stmt: sa.Select[Any],
 
 
 def count_statement(stmt: sa.Select[Any]) -> sa.Select[Any]:
+    """``SELECT count(*)`` of the rows ``stmt`` yields."""
+    if (stmt._group_by_clauses or stmt._distinct or stmt._limit_clause is not None
+            or stmt._offset_clause is not None):
+        # a grouped, distinct or limited statement cannot simply swap its columns
+        return sa.select(sa.func.count()).select_from(stmt.order_by(None).subquery())
     return stmt.with_only_columns(sa.func.count(), maintain_column_froms=False).order_by(None)
 
 

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from buildbot_rest.data.errors import InvalidPath
 from buildbot_rest.data.types import IDENTIFIER

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -95,7 +96,7 @@ def resolve(conn: sa.Connection, kwargs: dict[str, Any],
         ids["logid"] = logid
         skip.add("logid")
     for name, column in ID_COLUMNS.items():
-        if name in ids and name not in skip:
-            if _scalar(conn, sa.select(column).where(column == ids[name])) is None:
-                raise Missing(name, ids[name])
+        if (name in ids and name not in skip
+                and _scalar(conn, sa.select(column).where(column == ids[name])) is None):
+            raise Missing(name, ids[name])
     return ids

@@ -5,10 +5,12 @@ its filters and order on plain dicts (for the fields that SQL cannot handle)."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import unquote_plus
 
+from buildbot_rest.data import types as t
 from buildbot_rest.data.errors import InvalidQuery
 from buildbot_rest.data.types import FieldType
 
@@ -117,6 +119,9 @@ def _parse_count(name: str, text: str) -> int:
         raise InvalidQuery(f"invalid {name}") from None
     if value < 0:
         raise InvalidQuery(f"invalid {name}: must not be negative")
+    if value > t.INT_MAX:
+        # beyond what SQL's LIMIT/OFFSET take
+        raise InvalidQuery(f"invalid {name}: too large")
     return value
 
 
@@ -129,7 +134,7 @@ def parse(args: Mapping[str, list[str]], fields: Mapping[str, FieldType], *,
     for key, values in args.items():
         if key == "order":
             for v in values:
-                name = v[1:] if v.startswith("-") else v
+                name = v.removeprefix("-")
                 if name not in fields:
                     raise InvalidQuery(f"no such field {name!r}")
             spec.order = list(values)
@@ -143,6 +148,8 @@ def parse(args: Mapping[str, list[str]], fields: Mapping[str, FieldType], *,
         elif key == "offset":
             spec.offset = _parse_count("offset", values[0])
         elif key == "property":
+            if any("\x00" in v for v in values):
+                raise InvalidQuery("invalid property value for property")
             spec.properties = list(values)
         elif key in fields:
             spec.filters.append(_make_filter(key, key, "eq", values, fields[key]))
@@ -171,13 +178,21 @@ def parse(args: Mapping[str, list[str]], fields: Mapping[str, FieldType], *,
     return spec
 
 
+def _textual(type_: FieldType) -> bool:
+    """Whether ``contains`` means something for the type: text, or a list of anything."""
+    base = type_.inner if isinstance(type_, t.NoneOk) else type_
+    return isinstance(base, (t.String, t.Identifier, t.List))
+
+
 def _make_filter(key: str, name: str, op: str, values: list[str], type_: FieldType) -> Filter:
     if not type_.filterable:
         raise InvalidQuery(f"invalid filter value for {key}")
+    if op == "contains" and not _textual(type_):
+        # a substring of a number or a time has no SQL meaning that Python shares
+        raise InvalidQuery(f"invalid filter {key}: 'contains' applies to text and lists only")
     try:
         if op == "isnull":
-            from buildbot_rest.data.types import Boolean
-            parsed = [Boolean().parse(values[0])]
+            parsed = [t.Boolean().parse(values[0])]
         else:
             parsed = [type_.parse(v) for v in values]
     except ValueError:

@@ -8,6 +8,9 @@ import re
 from typing import Any
 
 _INT = re.compile(r"-?[0-9]+\Z")
+#: the range of the widest integer column (BIGINT); values beyond it cannot be stored,
+#: and SQLite (and some PostgreSQL drivers) refuse them as parameters
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 IDENTIFIER = re.compile(r"[a-zA-Z_-][a-zA-Z0-9._-]*\Z")
 
 _TRUE = frozenset({"on", "true", "yes", "1"})
@@ -44,7 +47,10 @@ class Integer(FieldType):
     def parse(self, text: str) -> int:
         if not _INT.match(text):
             raise ValueError(text)
-        return int(text)
+        value = int(text)
+        if not INT_MIN <= value <= INT_MAX:
+            raise ValueError(text)
+        return value
 
     def from_db(self, value: Any) -> Any:
         return None if value is None else int(value)
@@ -60,6 +66,9 @@ class String(FieldType):
     name = "string"
 
     def parse(self, text: str) -> str:
+        # PostgreSQL text cannot hold NUL, and rejects it even as a parameter.
+        if "\x00" in text:
+            raise ValueError(text)
         return text
 
 

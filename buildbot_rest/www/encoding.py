@@ -3,21 +3,30 @@
 
 from __future__ import annotations
 
+import calendar
+import datetime
 import gzip
 import json
 import re
 import zlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
 JSON_TYPE = b"application/json; charset=utf-8"
 
-_ORJSON_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+# orjson would write datetimes as ISO text and dataclasses as objects: hand them to
+# _default instead, so that compact and pretty output agree with upstream's toJson.
+_ORJSON_OPTS = (orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+                | orjson.OPT_PASSTHROUGH_DATACLASS)
 
 
 def _default(value: Any) -> Any:
-    # bytes (a patch body, build data) and anything else JSON cannot hold become null
+    # As upstream's toJson: datetimes are epoch seconds; bytes (a patch body, build data)
+    # and anything else JSON cannot hold become null.
+    if isinstance(value, datetime.datetime):
+        return calendar.timegm(value.utctimetuple())
     return None
 
 

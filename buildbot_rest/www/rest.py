@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -15,8 +17,8 @@ from buildbot_rest.data import engine
 from buildbot_rest.data.base import Endpoint, Kind
 from buildbot_rest.data.context import Context
 from buildbot_rest.data.errors import ApiError, BadRequest
-from buildbot_rest.data.resultspec import ResultSpec, group, parse_query_string
 from buildbot_rest.data.rawdata import RawData
+from buildbot_rest.data.resultspec import ResultSpec, group, parse_query_string
 from buildbot_rest.www import encoding
 from buildbot_rest.www.stream import ThreadStream
 
@@ -33,11 +35,24 @@ class Responder:
         self.request = request
         self.head = request.method == b"HEAD"
         self._encoder: Any = None
+        #: bytes a HEAD response would have had, when their length was not known upfront
+        self._head_length: int | None = None
+        self._on_gone: list[Callable[[], None]] = []
         self.disconnected = False
         request.notifyFinish().addErrback(self._gone)
 
     def _gone(self, _failure: Any) -> None:
         self.disconnected = True
+        hooks, self._on_gone = self._on_gone, []
+        for hook in hooks:
+            hook()
+
+    def on_disconnect(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` (once) if the client goes away before the response is done."""
+        if self.disconnected:
+            hook()
+        else:
+            self._on_gone.append(hook)
 
     def start(self, status: int, content_type: bytes, *, compress: bool = True,
               length: int | None = None, headers: dict[bytes, bytes] | None = None) -> None:
@@ -46,16 +61,26 @@ class Responder:
         req.setHeader(b"content-type", content_type)
         for name, value in (headers or {}).items():
             req.setHeader(name, value)
-        chosen = encoding.choose_encoding(req.getHeader(b"accept-encoding")) if compress else None
+        chosen = None
         if compress:
             req.setHeader(b"vary", b"Accept-Encoding")
+        if compress and not self.head:
+            # (A HEAD response has no body to compress: it says the body's length.)
+            # Several Accept-Encoding lines make one list (RFC 9110 5.3).
+            lines = req.requestHeaders.getRawHeaders(b"accept-encoding") or []
+            chosen = encoding.choose_encoding(b",".join(lines))
         if chosen is not None:
             name, self._encoder = chosen
             req.setHeader(b"content-encoding", name.encode())
         elif length is not None:
             req.setHeader(b"content-length", str(length).encode())
+        elif self.head:
+            # A streamed body: count what GET would send, and say so at the end.
+            self._head_length = 0
 
     def write(self, data: bytes) -> None:
+        if self._head_length is not None:
+            self._head_length += len(data)
         if self.head or self.disconnected or not data:
             return
         if self._encoder is not None:
@@ -67,6 +92,8 @@ class Responder:
     def finish(self) -> None:
         if self.disconnected:
             return
+        if self._head_length is not None and not self.request.startedWriting:
+            self.request.setHeader(b"content-length", str(self._head_length).encode())
         if self._encoder is not None and not self.head:
             tail = self._encoder.flush()
             if tail:
@@ -80,8 +107,10 @@ class Responder:
         self.finish()
 
 
-def error_body(message: str, compact: bool) -> bytes:
-    return encoding.dumps({"error": message}, compact)
+def error_body(message: str, compact: bool = True) -> bytes:
+    """An error as upstream writes it, ``{"error": "..."}`` with its separators, whatever
+    the Accept header (``compact`` is kept for callers; it changes nothing)."""
+    return json.dumps({"error": message}).encode()
 
 
 class RestResource(Resource):
@@ -202,19 +231,28 @@ class RestResource(Resource):
                                  compact: bool) -> None:
         ids = await ctx.resolve(kwargs, unchecked=endpoint.unchecked)
         where = endpoint.where(ids)
-        plural = endpoint.rtype.plural
-        total_first = plural > "meta"
-        total = (await ctx.run(engine.count_rows, endpoint.rtype, spec, where)
-                 if total_first else 0)
-        writer = encoding.CollectionWriter(plural, compact)
+        rtype = endpoint.rtype
+        # Keys are sorted: a plural after "meta" needs the total before the items.
+        total_first = rtype.plural > "meta"
+
+        def generate(conn: Any) -> Iterator[Any]:
+            # The count runs on the stream's own connection, just before the rows.
+            if total_first:
+                yield engine.count_rows(conn, rtype, spec, where)
+            yield from engine.iter_batches(conn, ctx, rtype, spec, where)
+
+        writer = encoding.CollectionWriter(rtype.plural, compact)
         stream = ThreadStream(self.reactor)
         request = responder.request
         request.registerProducer(stream, True)
-        running = ctx.db.pool.do(stream.run, lambda conn: engine.iter_batches(
-            conn, ctx, endpoint.rtype, spec, where))
+        responder.on_disconnect(stream.cancel)
+        running = ctx.db.pool.do(stream.run, generate)
         try:
+            total = (await stream.next()) if total_first else None
+            if responder.disconnected:
+                return
             responder.start(200, encoding.JSON_TYPE)
-            responder.write(writer.opening(total if total_first else None))
+            responder.write(writer.opening(total))
             count = 0
             while True:
                 batch = await stream.next()
@@ -223,9 +261,8 @@ class RestResource(Resource):
                 count += len(batch)
                 responder.write(writer.items(batch))
                 stream.consumed()
-                if responder.disconnected:
-                    stream.cancel()
-                    break
+            if responder.disconnected:
+                return
             responder.write(writer.closing(None if total_first else count))
         finally:
             stream.cancel()
@@ -246,6 +283,7 @@ class RestResource(Resource):
         request = responder.request
         request.registerProducer(stream, True)
         assert raw.generate is not None
+        responder.on_disconnect(stream.cancel)
         running = self.connector.db.pool.do(stream.run, raw.generate)
         try:
             responder.start(200, raw.content_type, headers=headers)
@@ -255,8 +293,8 @@ class RestResource(Resource):
                     break
                 responder.write(piece)
                 stream.consumed()
-                if responder.disconnected:
-                    break
+            if responder.disconnected:
+                return
         finally:
             stream.cancel()
             request.unregisterProducer()

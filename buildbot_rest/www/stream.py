@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
@@ -44,23 +45,31 @@ class ThreadStream:
     # -- the producing side (a DB thread) ----------------------------------------------
 
     def run(self, conn: Any, generator: Callable[[Any], Iterator[Any]]) -> None:
-        """Drive ``generator(conn)`` to the end (call this in a pool thread)."""
+        """Drive ``generator(conn)`` to the end, or until :meth:`cancel` (call this in a
+        pool thread). The generator is closed before this returns, so its cursor is."""
+        pieces = generator(conn)
+        end: Any = _DONE
         try:
-            for piece in generator(conn):
+            for piece in pieces:
                 while not self._permits.acquire(timeout=1.0):
                     if self._cancelled:
                         break
                 if self._cancelled:
-                    return
+                    break
                 self._reactor.callFromThread(self._deliver, piece)
-        except Exception:
-            self._reactor.callFromThread(self._deliver, Failure())
-            return
-        self._reactor.callFromThread(self._deliver, _DONE)
+        except Exception:  # noqa: BLE001 - handed to the reactor, which raises it
+            end = Failure()
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
+        self._reactor.callFromThread(self._deliver, end)
 
     # -- the consuming side (the reactor) ------------------------------------------------
 
     def _deliver(self, piece: Any) -> None:
+        if self._cancelled:
+            return
         if self._waiting is not None:
             d, self._waiting = self._waiting, None
             d.callback(piece)
@@ -69,7 +78,9 @@ class ThreadStream:
 
     def next(self) -> defer.Deferred[Any]:
         """The next piece; ``None`` at the end. A failure in the generator is raised."""
-        if self._pending:
+        if self._cancelled:
+            d = defer.succeed(_DONE)
+        elif self._pending:
             d = defer.succeed(self._pending.popleft())
         else:
             self._waiting = defer.Deferred()
@@ -92,8 +103,13 @@ class ThreadStream:
             self._permits.release()
 
     def cancel(self) -> None:
+        """Stop the producer; a pending :meth:`next` gets the end (None). Reactor only."""
         self._cancelled = True
         self._permits.release()
+        self._pending.clear()
+        if self._waiting is not None:
+            d, self._waiting = self._waiting, None
+            d.callback(_DONE)
 
     # IPushProducer, registered on the request: the transport's own flow control.
     def pauseProducing(self) -> None:

@@ -1,17 +1,21 @@
-"""A running server over a database filled with upstream-shaped demo rows, and a small
-synchronous client for HTTP tests (real requests over a listening port)."""
+"""A running server over a database filled with upstream-shaped demo rows, a small client
+for HTTP tests over a listening port (``api``), and an in-memory one (``stub``)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import pytest_twisted
 import sqlalchemy as sa
 import treq
-from twisted.internet import endpoints, reactor
+from treq.testing import StubTreq
+from twisted.internet import defer, endpoints, reactor, task
+from twisted.web.client import Agent
+from twisted.web.http_headers import Headers
 from twisted.web.server import Site
 
 from buildbot_rest import demo
@@ -42,14 +46,23 @@ class Api:
     """``await api.get("builds?limit=2")`` against a live server. Tests are
     ``@pytest_twisted.ensureDeferred async def test_...``."""
 
-    def __init__(self, root: str, db: Database) -> None:
+    def __init__(self, root: str, db: Database, connector: DataConnector) -> None:
         self.root = root
         self.db = db
+        self.connector = connector
 
     async def request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
-                      data: bytes | None = None) -> Reply:
+                      data: bytes | None = None, raw: bool = False) -> Reply:
+        """``raw``: send exactly these headers and keep the body as sent (treq adds its
+        own ``Accept-Encoding: gzip`` and decodes gzip)."""
         hdrs = {"Accept": "application/json"}
         hdrs.update(headers or {})
+        if raw:
+            assert data is None
+            resp = await Agent(reactor).request(
+                method.encode(), (self.root + path).encode(),
+                Headers({k: [v] for k, v in hdrs.items()}))
+            return Reply(resp.code, resp.headers, await treq.content(resp))
         resp = await treq.request(method, self.root + path,
                                   headers={k: [v] for k, v in hdrs.items()},
                                   data=data, persistent=False)
@@ -82,7 +95,7 @@ def _serve(url: str) -> Iterator[Api]:
     port = pytest_twisted.blockon(
         endpoints.serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(site))
     try:
-        yield Api(f"http://127.0.0.1:{port.getHost().port}/", db)
+        yield Api(f"http://127.0.0.1:{port.getHost().port}/", db, connector)
     finally:
         pytest_twisted.blockon(port.stopListening())
         db.stop()
@@ -103,3 +116,46 @@ def api_postgresql(pg_databases: Any) -> Iterator[Api]:
 def api(request: pytest.FixtureRequest) -> Api:
     """The demo server on each backend."""
     return request.getfixturevalue(f"api_{request.param}")
+
+
+# -- in memory: treq.testing.StubTreq -------------------------------------------------------
+
+class Stub:
+    """``await stub.get("builds")``: requests through :class:`treq.testing.StubTreq`, with
+    no socket. StubTreq only moves bytes when flushed, while our database work runs in real
+    threads and comes back through the real reactor; so a LoopingCall flushes until the
+    response is complete."""
+
+    def __init__(self, connector: DataConnector, interval: float = 0.002) -> None:
+        from buildbot_rest.www import WebApp
+        self.treq = StubTreq(WebApp(connector).resource())
+        self.interval = interval
+
+    async def _pumped(self, d: defer.Deferred[Any]) -> Any:
+        pump = task.LoopingCall(self.treq.flush)
+        pump.start(self.interval)
+        try:
+            return await d
+        finally:
+            pump.stop()
+
+    async def request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
+                      data: bytes | None = None) -> Reply:
+        """``path`` is relative to ``/api/v2`` (or to the root when it starts with ``/``)."""
+        url = "http://testserver" + (path if path.startswith("/") else
+                                      "/api/v2" + ("/" + path if path else ""))
+        hdrs = {"Accept": "application/json"}
+        hdrs.update(headers or {})
+        resp = await self._pumped(self.treq.request(
+            method, url, headers={k: [v] for k, v in hdrs.items()}, data=data))
+        body = await self._pumped(self.treq.content(resp))
+        return Reply(resp.code, resp.headers, body)
+
+    async def get(self, path: str, **kw: Any) -> Reply:
+        return await self.request("GET", path, **kw)
+
+
+@pytest.fixture
+def stub(api_sqlite: Api) -> Stub:
+    """An in-memory client of a fresh web app over the SQLite demo database."""
+    return Stub(api_sqlite.connector)

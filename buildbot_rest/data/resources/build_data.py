@@ -1,3 +1,82 @@
-"""Placeholder until the module is written."""
+# -*- test-case-name: tests.www.test_build_data -*-
+"""Build data: named blobs attached to a build. Listings leave the value out; the raw
+endpoint serves it."""
 
-RESOURCE_TYPES: list = []
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from buildbot_rest.data import types as t
+from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType
+from buildbot_rest.data.context import Context
+from buildbot_rest.data.rawdata import RawData
+from buildbot_rest.data.resultspec import ResultSpec
+from buildbot_rest.db import schema as s
+
+bd = s.build_data
+
+_BUILD_FORMS = [
+    "/builders/n:builderid/builds/n:build_number",
+    "/builders/s:buildername/builds/n:build_number",
+    "/builds/n:buildid",
+]
+
+
+class BuildDatasEndpoint(Endpoint):
+    patterns = tuple(f"{build}/data" for build in _BUILD_FORMS)
+
+    def where(self, ids: dict[str, Any]) -> list[Any]:
+        return [bd.c.buildid == ids["buildid"]]
+
+
+class BuildDataEndpoint(Endpoint):
+    kind = Kind.SINGLE
+    patterns = tuple(f"{build}/data/i:name" for build in _BUILD_FORMS)
+    unchecked = frozenset({"buildid"})
+
+    def where(self, ids: dict[str, Any]) -> list[Any]:
+        return [bd.c.buildid == ids["buildid"], bd.c.name == ids["name"]]
+
+
+def _read_value(conn: sa.Connection, buildid: int, name: str) -> bytes | None:
+    value = conn.execute(sa.select(bd.c.value).where(
+        bd.c.buildid == buildid, bd.c.name == name).limit(1)).scalar()
+    return None if value is None else bytes(value)
+
+
+class BuildDataValueEndpoint(Endpoint):
+    kind = Kind.RAW
+    patterns = tuple(f"{build}/data/i:name/value" for build in _BUILD_FORMS)
+    unchecked = frozenset({"buildid"})
+
+    async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
+        ids = await ctx.resolve(kwargs, unchecked=self.unchecked)
+        value = await ctx.run(_read_value, ids["buildid"], ids["name"])
+        if value is None:
+            return None
+        return RawData(b"application/octet-stream; charset=utf-8", filename=ids["name"],
+                       body=value)
+
+
+class BuildData(ResourceType):
+    name = "build_data"
+    plural = "build_data"
+    fields = (
+        Field("buildid", t.Integer(), bd.c.buildid),
+        Field("name", t.String(), bd.c.name),
+        Field("length", t.Integer(), bd.c.length),
+        # never read here: the listings carry no value (the raw endpoint serves it)
+        Field("value", t.NoneOk(t.Binary()), sa.cast(sa.null(), sa.LargeBinary)),
+        Field("source", t.String(), bd.c.source),
+    )
+    # (buildid, name) is unique
+    key = ("buildid", "name")
+    endpoints = (BuildDatasEndpoint, BuildDataEndpoint, BuildDataValueEndpoint)
+
+    def from_clause(self) -> sa.FromClause:
+        return bd
+
+
+RESOURCE_TYPES = [BuildData]

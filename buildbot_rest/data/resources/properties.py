@@ -1,3 +1,286 @@
-"""Placeholder until the module is written."""
+# -*- test-case-name: tests.www.test_properties -*-
+"""Properties of builds, buildsets and changes: as one ``{name: [value, source]}`` dict
+(``property``), or as a collection of ``{name, source, value}`` rows (``_property``)."""
 
-RESOURCE_TYPES: list = []
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
+
+from buildbot_rest.data import types as t
+from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType, chunked
+from buildbot_rest.data.context import Context
+from buildbot_rest.data.resources.builds import load_properties
+from buildbot_rest.data.resultspec import ResultSpec
+from buildbot_rest.db import schema as s
+
+bp = s.build_properties
+bsp = s.buildset_properties
+cp = s.change_properties
+
+
+# -- reading ``[value, source]`` JSON texts ------------------------------------------------
+
+def split_sourced(text: str, *, change: bool = False) -> tuple[Any, str] | None:
+    """The (value, source) stored as the JSON text ``[value, source]``; None when the text
+    is not that. Change properties are lenient, as upstream reads them: anything else
+    is a value whose source is "Change"."""
+    try:
+        decoded = json.loads(text)
+    except ValueError:
+        return None
+    pair = isinstance(decoded, list) and len(decoded) == 2 and isinstance(decoded[1], str)
+    if pair and (not change or decoded[1] == "Change"):
+        return decoded[0], decoded[1]
+    return (decoded, "Change") if change else None
+
+
+def load_sourced(conn: sa.Connection, table: sa.Table, owner: sa.Column[Any],
+                 ownerids: list[int], names: list[str] | None, *,
+                 change: bool = False) -> dict[int, dict[str, list[Any]]]:
+    """``{ownerid: {name: [value, source]}}`` from buildset_properties or
+    change_properties; ``names`` None or with ``*`` means every property."""
+    out: dict[int, dict[str, list[Any]]] = defaultdict(dict)
+    wanted = None if names is None or "*" in names else names
+    for chunk in chunked(ownerids):
+        stmt = sa.select(owner, table.c.property_name, table.c.property_value).where(
+            owner.in_(chunk))
+        if wanted is not None:
+            stmt = stmt.where(table.c.property_name.in_(wanted))
+        for ownerid, name, text in conn.execute(stmt):
+            pair = split_sourced(text, change=change)
+            if pair is not None:
+                out[ownerid][name] = list(pair)
+    return out
+
+
+def load_buildset_properties(conn: sa.Connection, bsids: list[int],
+                             names: list[str] | None) -> dict[int, dict[str, list[Any]]]:
+    return load_sourced(conn, bsp, bsp.c.buildsetid, bsids, names)
+
+
+def load_change_properties(conn: sa.Connection, changeids: list[int]
+                           ) -> dict[int, dict[str, list[Any]]]:
+    return load_sourced(conn, cp, cp.c.changeid, changeids, None, change=True)
+
+
+# The same split in SQL, so that filters and order on value and source run in the
+# database. The text is ``[`` + json(value) + ``, `` + json(source) + ``]`` as upstream's
+# json.dumps writes it; the source's JSON string holds no unescaped quote, so the last
+# ``, "`` separates the two.
+
+class sourced_value(FunctionElement[str]):
+    """The JSON text of the value in a ``[value, source]`` text (NULL if malformed)."""
+
+    type = sa.Text()
+    inherit_cache = True
+
+
+class sourced_source(FunctionElement[str]):
+    """The source string of a ``[value, source]`` text (NULL if malformed)."""
+
+    type = sa.Text()
+    inherit_cache = True
+
+
+_PG_SPLIT = r'^\[(.*), "((?:[^"\\]|\\.)*)"\]$'
+
+
+def _arg(element: Any, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(next(iter(element.clauses)), **kw))
+
+
+def _sqlite_pair(x: str, then: str) -> str:
+    # nested, so that json_type never sees a malformed text
+    return (f"CASE WHEN json_valid({x}) THEN CASE WHEN json_type({x}, '$[1]') = 'text' "
+            f"THEN {then} END END")
+
+
+@compiles(sourced_source)
+def _source_sqlite(element: sourced_source, compiler: Any, **kw: Any) -> str:
+    x = _arg(element, compiler, **kw)
+    return _sqlite_pair(x, f"json_extract({x}, '$[1]')")
+
+
+@compiles(sourced_value)
+def _value_sqlite(element: sourced_value, compiler: Any, **kw: Any) -> str:
+    x = _arg(element, compiler, **kw)
+    return _sqlite_pair(x, f"substr({x}, 2, length({x}) - 4 - "
+                           f"length(json_quote(json_extract({x}, '$[1]'))))")
+
+
+@compiles(sourced_source, "postgresql")
+def _source_pg(element: sourced_source, compiler: Any, **kw: Any) -> str:
+    x = _arg(element, compiler, **kw)
+    # Only the two escapes that sources realistically hold are undone here; output is
+    # decoded exactly in Python.
+    return (f"replace(replace((regexp_match({x}, '{_PG_SPLIT}'))[2], "
+            f"'\\\"', '\"'), '\\\\', '\\')")
+
+
+@compiles(sourced_value, "postgresql")
+def _value_pg(element: sourced_value, compiler: Any, **kw: Any) -> str:
+    x = _arg(element, compiler, **kw)
+    return f"(regexp_match({x}, '{_PG_SPLIT}'))[1]"
+
+
+def _mysql_pair(x: str, then: str) -> str:
+    return (f"CASE WHEN JSON_VALID({x}) THEN CASE WHEN "
+            f"JSON_TYPE(JSON_EXTRACT({x}, '$[1]')) = 'STRING' THEN {then} END END")
+
+
+@compiles(sourced_source, "mysql")
+def _source_mysql(element: sourced_source, compiler: Any, **kw: Any) -> str:
+    x = _arg(element, compiler, **kw)
+    return _mysql_pair(x, f"JSON_UNQUOTE(JSON_EXTRACT({x}, '$[1]'))")
+
+
+@compiles(sourced_value, "mysql")
+def _value_mysql(element: sourced_value, compiler: Any, **kw: Any) -> str:
+    x = _arg(element, compiler, **kw)
+    return _mysql_pair(x, f"substr({x}, 2, char_length({x}) - 4 - "
+                          f"char_length(JSON_EXTRACT({x}, '$[1]')))")
+
+
+class JsonText(t.String):
+    """A JSON document as a string (upstream declares ``jsonobject``); filterable as text."""
+
+    name = "jsonobject"
+
+
+# -- property: one {name: [value, source]} dict ---------------------------------------
+
+class BuildsetPropertiesEndpoint(Endpoint):
+    kind = Kind.SINGLE
+    patterns = ["/buildsets/n:bsid/properties"]
+
+    async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
+        ids = await ctx.resolve(kwargs)
+        props = await ctx.run(load_buildset_properties, [ids["bsid"]], None)
+        return props.get(ids["bsid"], {})
+
+
+class BuildPropertiesEndpoint(Endpoint):
+    kind = Kind.SINGLE
+    patterns = [
+        "/builders/n:builderid/builds/n:build_number/properties",
+        "/builds/n:buildid/properties",
+    ]
+
+    async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
+        ids = await ctx.resolve(kwargs)
+        props = await ctx.run(load_properties, [ids["buildid"]], None)
+        return props.get(ids["buildid"], {})
+
+
+class Properties(ResourceType):
+    name = "property"
+    plural = "properties"
+    endpoints = [BuildsetPropertiesEndpoint, BuildPropertiesEndpoint]
+
+    @property
+    def entity_type(self) -> Any:
+        # a bare dict type, not an entity: application.spec names it sourcedproperties
+        return t.SourcedProperties()
+
+
+# -- _property: a collection of {name, source, value} ----------------------------------
+
+class PropertyList(ResourceType):
+    """Build properties as rows; its subclasses read buildset and change properties."""
+
+    name = "_property"
+    plural = "_properties"
+    fields = [
+        Field("name", t.String(), bp.c.name),
+        Field("source", t.String(), bp.c.source),
+        Field("value", JsonText(), bp.c.value),
+    ]
+    # No key: rows keep the table's natural order, as upstream lists them (these tables
+    # have no primary key), and an order on source or value keeps it between ties.
+    key = ()
+    #: the column that names the owning build, buildset or change
+    owner: ClassVar[sa.ColumnElement[Any]] = bp.c.buildid
+
+    def from_clause(self) -> sa.FromClause:
+        return bp
+
+
+class _SourcedPropertyList(PropertyList):
+    """Rows of a ``[value, source]`` JSON text; value and source are read in Python for
+    output (exactly as upstream decodes them), in SQL for filters and order."""
+
+    table: ClassVar[sa.Table]
+    change: ClassVar[bool] = False
+
+    def to_item(self, row: Any) -> dict[str, Any]:
+        item = super().to_item(row)
+        pair = split_sourced(row["_text"], change=self.change)
+        if pair is not None:
+            item["value"] = json.dumps(pair[0])
+            item["source"] = pair[1]
+        return item
+
+    def from_clause(self) -> sa.FromClause:
+        return self.table
+
+
+class BuildsetPropertyList(_SourcedPropertyList):
+    table = bsp
+    fields = [
+        Field("name", t.String(), bsp.c.property_name),
+        Field("source", t.String(), sourced_source(bsp.c.property_value)),
+        Field("value", JsonText(), sourced_value(bsp.c.property_value)),
+    ]
+    extra_columns = [bsp.c.property_value.label("_text")]
+    owner = bsp.c.buildsetid
+
+
+class ChangePropertyList(_SourcedPropertyList):
+    table = cp
+    change = True
+    # Upstream reads a text that is not ``[value, "Change"]`` as a bare value.
+    _is_pair = sourced_source(cp.c.property_value) == "Change"
+    fields = [
+        Field("name", t.String(), cp.c.property_name),
+        Field("source", t.String(), sa.literal("Change", sa.Text())),
+        Field("value", JsonText(), sa.case((_is_pair, sourced_value(cp.c.property_value)),
+                                           else_=cp.c.property_value)),
+    ]
+    extra_columns = [cp.c.property_value.label("_text")]
+    owner = cp.c.changeid
+
+
+class PropertyListEndpoint(Endpoint):
+    patterns = [
+        "/builds/n:buildid/property_list",
+        "/buildsets/n:bsid/properties_list",
+        "/changes/n:changeid/properties_list",
+    ]
+    #: where each path's rows come from
+    sources: ClassVar[dict[str, PropertyList]] = {
+        "buildid": PropertyList(),
+        "bsid": BuildsetPropertyList(),
+        "changeid": ChangePropertyList(),
+    }
+
+    async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
+        ids = await ctx.resolve(kwargs)
+        for var, rows in self.sources.items():
+            if var in ids:
+                where = [rows.owner == ids[var]]
+                if isinstance(rows, BuildsetPropertyList):
+                    # upstream skips texts that are not [value, source]
+                    where.append(sourced_source(bsp.c.property_value).is_not(None))
+                return await ctx.fetch_collection(rows, spec, where)
+        raise ctx.not_found()
+
+
+PropertyList.endpoints = [PropertyListEndpoint]
+
+RESOURCE_TYPES = [Properties, PropertyList]

@@ -1,3 +1,92 @@
-"""Placeholder until the module is written."""
+# -*- test-case-name: tests.www.test_steps_logs -*-
+"""Steps of a build, with their URLs."""
 
-RESOURCE_TYPES: list = []
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+
+from buildbot_rest.data import types as t
+from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType
+from buildbot_rest.db import schema as s
+
+st = s.steps
+
+#: the entity type of one step URL
+URL = t.Entity("Url", {"name": t.String(), "url": t.String()})
+
+
+def parse_urls(text: str | None) -> list[dict[str, Any]]:
+    """``urls_json`` as ``[{name, url}]``; a damaged value reads as no URLs."""
+    try:
+        urls = json.loads(text or "[]")
+    except ValueError:
+        return []
+    if not isinstance(urls, list):
+        return []
+    return [{"name": u.get("name"), "url": u.get("url")} for u in urls if isinstance(u, dict)]
+
+
+class StepEndpoint(Endpoint):
+    kind = Kind.SINGLE
+    patterns = (
+        "/steps/n:stepid",
+        "/builds/n:buildid/steps/i:step_name",
+        "/builds/n:buildid/steps/n:step_number",
+        "/builders/n:builderid/builds/n:build_number/steps/i:step_name",
+        "/builders/n:builderid/builds/n:build_number/steps/n:step_number",
+        "/builders/s:buildername/builds/n:build_number/steps/i:step_name",
+        "/builders/s:buildername/builds/n:build_number/steps/n:step_number",
+    )
+    # the step row is read anyway; a missing one is a 404 from there
+    unchecked = frozenset({"stepid"})
+
+    def where(self, ids: dict[str, Any]) -> list[Any]:
+        return [st.c.id == ids["stepid"]]
+
+
+class StepsEndpoint(Endpoint):
+    patterns = (
+        "/builds/n:buildid/steps",
+        "/builders/n:builderid/builds/n:build_number/steps",
+        "/builders/s:buildername/builds/n:build_number/steps",
+    )
+
+    def where(self, ids: dict[str, Any]) -> list[Any]:
+        return [st.c.buildid == ids["buildid"]]
+
+
+class Step(ResourceType):
+    name = "step"
+    plural = "steps"
+    fields = (
+        Field("stepid", t.Integer(), st.c.id),
+        Field("number", t.Integer(), st.c.number),
+        Field("name", t.Identifier(50), st.c.name),
+        Field("buildid", t.Integer(), st.c.buildid),
+        Field("started_at", t.NoneOk(t.DateTime()), st.c.started_at),
+        Field("locks_acquired_at", t.NoneOk(t.DateTime()), st.c.locks_acquired_at),
+        Field("complete", t.Boolean(), st.c.complete_at.is_not(None)),
+        Field("complete_at", t.NoneOk(t.DateTime()), st.c.complete_at),
+        Field("results", t.NoneOk(t.Integer()), st.c.results),
+        Field("state_string", t.String(), st.c.state_string),
+        Field("urls", t.List(URL)),
+        Field("hidden", t.Boolean(), st.c.hidden),
+    )
+    # a build's steps come in the order of their numbers
+    key = ("number", "stepid")
+    extra_columns = (st.c.urls_json.label("_urls_json"),)
+    endpoints = (StepEndpoint, StepsEndpoint)
+
+    def from_clause(self) -> sa.FromClause:
+        return st
+
+    def complete(self, conn: sa.Connection, items: list[dict[str, Any]], spec: Any,
+                 ctx: Any) -> None:
+        for item in items:
+            item["urls"] = parse_urls(item.pop("_urls_json", None))
+
+
+RESOURCE_TYPES = [Step]

@@ -1,3 +1,142 @@
-"""Placeholder until the module is written."""
+# -*- test-case-name: tests.www.test_test_results -*-
+"""Test result sets: one per test run of a step, and the sets of a range of commits."""
 
-RESOURCE_TYPES: list = []
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from buildbot_rest.data import types as t
+from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType
+from buildbot_rest.data.context import Context
+from buildbot_rest.data.resultspec import ResultSpec
+from buildbot_rest.db import schema as s
+
+trs = s.test_result_sets
+
+#: how many parents the commit-range walk follows, as upstream does
+COMMIT_RANGE_DEPTH = 100
+
+
+def _builder_of_build(buildid: Any) -> Any:
+    return sa.select(s.builds.c.builderid).where(s.builds.c.id == buildid).scalar_subquery()
+
+
+class TestResultSetEndpoint(Endpoint):
+    kind = Kind.SINGLE
+    patterns = ["/test_result_sets/n:test_result_setid"]
+    unchecked = frozenset({"test_result_setid"})
+
+    def where(self, ids: dict[str, Any]) -> list[Any]:
+        return [trs.c.id == ids["test_result_setid"]]
+
+
+class TestResultSetsEndpoint(Endpoint):
+    patterns = [
+        "/test_result_sets",
+        "/builders/n:builderid/test_result_sets",
+        "/builders/s:buildername/test_result_sets",
+        "/builds/n:buildid/test_result_sets",
+        "/steps/n:stepid/test_result_sets",
+    ]
+
+    def where(self, ids: dict[str, Any]) -> list[Any]:
+        # Like upstream, a build's or step's sets are also those of the build's builder.
+        if "stepid" in ids:
+            buildid = sa.select(s.steps.c.buildid).where(
+                s.steps.c.id == ids["stepid"]).scalar_subquery()
+            return [trs.c.builderid == _builder_of_build(buildid),
+                    trs.c.buildid == buildid, trs.c.stepid == ids["stepid"]]
+        if "buildid" in ids:
+            return [trs.c.builderid == _builder_of_build(ids["buildid"]),
+                    trs.c.buildid == ids["buildid"]]
+        if "builderid" in ids:
+            return [trs.c.builderid == ids["builderid"]]
+        return []
+
+
+def commit_range(conn: sa.Connection, first: int, last: int,
+                 depth: int = COMMIT_RANGE_DEPTH) -> list[int]:
+    """The ids of the commits from ``first`` to ``last`` (both included) when ``first``
+    is an ancestor of ``last`` at most ``depth`` parents away, else ``[]``."""
+    if first == last:
+        return [first]
+    cc = s.codebase_commits
+    chain = (sa.select(cc.c.id, cc.c.parent_commitid, sa.literal(0).label("depth"))
+             .where(cc.c.id == last).cte("chain", recursive=True))
+    chain = chain.union_all(
+        sa.select(cc.c.id, cc.c.parent_commitid, chain.c.depth + 1)
+        .join(chain, cc.c.id == chain.c.parent_commitid)
+        .where(chain.c.depth < depth))
+    ids = [row.id for row in conn.execute(
+        sa.select(chain.c.id).order_by(chain.c.depth))]
+    # ids[0] is ``last`` itself; walking up, the first time ``first`` is met ends the range.
+    if first not in ids[1:]:
+        return []
+    return ids[:ids.index(first, 1) + 1][::-1]
+
+
+def _check_commits(conn: sa.Connection, codebaseid: int, commitids: list[int]) -> bool:
+    cc = s.codebase_commits
+    found = conn.execute(sa.select(sa.func.count()).select_from(cc).where(
+        cc.c.id.in_(commitids), cc.c.codebaseid == codebaseid)).scalar()
+    return found == len(set(commitids))
+
+
+def sets_of_commits(commitids: list[int]) -> sa.ColumnElement[bool]:
+    """The condition selecting the sets of builds whose source stamps carry the revision
+    of one of the commits (each set once, however many source stamps match)."""
+    b, br, bss, ss, cc = (s.builds, s.buildrequests, s.buildset_sourcestamps, s.sourcestamps,
+                          s.codebase_commits)
+    buildids = (
+        sa.select(b.c.id)
+        .join_from(b, br, br.c.id == b.c.buildrequestid)
+        .join(bss, bss.c.buildsetid == br.c.buildsetid)
+        .join(ss, ss.c.id == bss.c.sourcestampid)
+        .join(cc, cc.c.revision == ss.c.revision)
+        .where(cc.c.id.in_(commitids)))
+    return trs.c.buildid.in_(buildids)
+
+
+class CommitRangeTestResultSetsEndpoint(Endpoint):
+    """The sets of the builds of the commits from ``commitid1`` to its descendant
+    ``commitid2``; empty when ``commitid1`` is not an ancestor of ``commitid2``."""
+
+    patterns = ["/codebases/n:codebaseid/commit_range/n:commitid1/n:commitid2/test_result_sets"]
+
+    async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
+        ids = await ctx.resolve(kwargs, unchecked=self.unchecked)
+        first, last = ids["commitid1"], ids["commitid2"]
+        if not await ctx.run(_check_commits, ids["codebaseid"], [first, last]):
+            raise ctx.not_found()
+        commitids = await ctx.run(commit_range, first, last)
+        if not commitids:
+            return [], 0
+        return await ctx.fetch_collection(self.rtype, spec, [sets_of_commits(commitids)])
+
+
+class TestResultSet(ResourceType):
+    name = "test_result_set"
+    plural = "test_result_sets"
+    fields = [
+        Field("test_result_setid", t.Integer(), trs.c.id),
+        Field("builderid", t.Integer(), trs.c.builderid),
+        Field("buildid", t.Integer(), trs.c.buildid),
+        Field("stepid", t.Integer(), trs.c.stepid),
+        Field("description", t.NoneOk(t.String()), trs.c.description),
+        Field("category", t.String(), trs.c.category),
+        Field("value_unit", t.String(), trs.c.value_unit),
+        Field("tests_passed", t.NoneOk(t.Integer()), trs.c.tests_passed),
+        Field("tests_failed", t.NoneOk(t.Integer()), trs.c.tests_failed),
+        Field("complete", t.Boolean(), trs.c.complete),
+    ]
+    key = ["test_result_setid"]
+    endpoints = [TestResultSetsEndpoint, CommitRangeTestResultSetsEndpoint,
+                 TestResultSetEndpoint]
+
+    def from_clause(self) -> sa.FromClause:
+        return trs
+
+
+RESOURCE_TYPES = [TestResultSet]

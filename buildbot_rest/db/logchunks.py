@@ -1,0 +1,137 @@
+# -*- test-case-name: tests.db.test_logchunks -*-
+"""Reading log chunks: their codecs, line ranges, and the raw text of a whole log.
+
+A chunk holds whole lines ``first_line..last_line`` (0-based) joined by ``\\n`` without the
+final newline, compressed with the codec named by ``logchunks.compressed``. Lines are split
+on ``\\n`` only; their bytes are passed through (a ``\\r`` is part of its line).
+"""
+
+from __future__ import annotations
+
+import bz2
+import re
+import threading
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import brotli  # type: ignore[import-untyped]
+import lz4.block  # type: ignore[import-untyped]
+import sqlalchemy as sa
+import zstandard
+
+from buildbot_rest.db import schema as s
+
+#: ``logchunks.compressed`` codes as upstream numbers them
+RAW, GZ, BZ2, LZ4, ZSTD, BROTLI = range(6)
+
+#: chunks read per query; each holds at most about 64 KiB of text
+BATCH = 32
+#: the size of the pieces :func:`iter_raw` yields
+PIECE_SIZE = 64 * 1024
+
+_local = threading.local()
+# A line (after the first) whose first byte is not ASCII: its first character may be
+# several bytes.
+_NON_ASCII_START = re.compile(rb"\n[\x80-\xff]")
+
+
+class CorruptChunk(ValueError):
+    """A chunk that cannot be decoded (unknown codec or damaged data)."""
+
+
+def _zstd_read(data: bytes) -> bytes:
+    # Decompressors are not thread-safe: one per thread. Upstream writes zstd through a
+    # streaming object, whose frames carry no content size, hence decompressobj().
+    dctx = getattr(_local, "zstd", None)
+    if dctx is None:
+        dctx = _local.zstd = zstandard.ZstdDecompressor()
+    obj = dctx.decompressobj()
+    return obj.decompress(data) + obj.flush()
+
+
+_READERS: dict[int, Any] = {
+    RAW: bytes,
+    GZ: zlib.decompress,
+    BZ2: bz2.decompress,
+    LZ4: lz4.block.decompress,  # block format with the size stored first, as upstream
+    ZSTD: _zstd_read,
+    BROTLI: brotli.decompress,
+}
+
+
+def decompress(code: int, data: bytes | None) -> bytes:
+    """The text of one chunk (without its final newline)."""
+    if data is None:
+        return b""
+    reader = _READERS.get(code)
+    if reader is None:
+        raise CorruptChunk(f"unknown log chunk compression {code}")
+    try:
+        return bytes(reader(bytes(data)))
+    except Exception as e:  # each codec raises its own error type
+        raise CorruptChunk(f"cannot decode a log chunk (compression {code}): {e}") from e
+
+
+def iter_chunks(conn: sa.Connection, logid: int, first: int = 0,
+                last: int | None = None, batch: int = BATCH) -> Iterator[tuple[int, bytes]]:
+    """``(first_line, text)`` of the chunks holding lines ``first..last`` in line order,
+    read ``batch`` chunks per query so that memory does not grow with the log."""
+    lc = s.logchunks
+    cursor = first
+    while True:
+        stmt = (sa.select(lc.c.first_line, lc.c.last_line, lc.c.content, lc.c.compressed)
+                .where(lc.c.logid == logid, lc.c.last_line >= cursor)
+                .order_by(lc.c.first_line).limit(batch))
+        if last is not None:
+            stmt = stmt.where(lc.c.first_line <= last)
+        rows = conn.execute(stmt).all()
+        for first_line, _, content, compressed in rows:
+            yield first_line, decompress(compressed, content)
+        if len(rows) < batch:
+            return
+        cursor = max(cursor, rows[-1][1]) + 1
+
+
+def read_lines(conn: sa.Connection, logid: int, first: int, last: int) -> str:
+    """Lines ``first..last`` of a log, each ending with a newline, as stored (stdio
+    lines keep their stream prefix). Bytes that are not UTF-8 are replaced."""
+    parts: list[bytes] = []
+    for chunk_first, text in iter_chunks(conn, logid, first, last):
+        lines = text.split(b"\n")
+        start = max(0, first - chunk_first)
+        stop = last - chunk_first + 1
+        if start < stop:
+            parts.extend(lines[start:stop])
+    if not parts:
+        return ""
+    return (b"\n".join(parts) + b"\n").decode("utf-8", "replace")
+
+
+def strip_stream_prefix(text: bytes) -> bytes:
+    """Lines joined by newlines, each without its first character (the stdio stream)."""
+    lines = text.split(b"\n")
+    if text.isascii() or (text[:1] < b"\x80" and not _NON_ASCII_START.search(text)):
+        return b"\n".join([line[1:] for line in lines])
+    # Slow path: a line starting with a multi-byte character loses all its bytes.
+    decoded = text.decode("utf-8", "surrogateescape").split("\n")
+    return "\n".join([line[1:] for line in decoded]).encode("utf-8", "surrogateescape")
+
+
+def iter_raw(conn: sa.Connection, logid: int, *, strip: bool, header: bytes = b"",
+             piece_size: int = PIECE_SIZE) -> Iterator[bytes]:
+    """The whole text of a log in pieces of about ``piece_size`` bytes, starting with
+    ``header``; with ``strip``, each line loses its first character (stdio logs)."""
+    buffer: list[bytes] = [header] if header else []
+    size = len(header)
+    for _, text in iter_chunks(conn, logid):
+        if strip:
+            text = strip_stream_prefix(text)
+        buffer.append(text)
+        buffer.append(b"\n")
+        size += len(text) + 1
+        if size >= piece_size:
+            yield b"".join(buffer)
+            buffer, size = [], 0
+    if buffer:
+        yield b"".join(buffer)

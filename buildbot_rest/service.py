@@ -1,0 +1,267 @@
+# -*- test-case-name: tests.integration.test_server -*-
+"""RestService: the service that owns the database, the data API and the web site."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import sqlalchemy as sa
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer, endpoints
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request, Site
+
+from buildbot_rest.config import Config, ConfigError, derive_base_url
+from buildbot_rest.data.connector import DataConnector
+from buildbot_rest.db import Database, schema
+
+log = Logger()
+
+#: How long a stop waits for requests in flight before closing the database anyway.
+SHUTDOWN_TIMEOUT = 10.0
+
+
+class RestService(MultiService):
+    """Buildbot's REST API over one database, as a Twisted service.
+
+    Standalone, it listens on ``config.port``. Embedded, a program leaves ``port`` as
+    ``None``, mounts :meth:`resource` at ``/api`` of its own ``Site``, and starts this
+    service with its own service tree.
+
+    :meth:`prepare` (called by :meth:`startService` if not called before) opens the
+    database, creates the schema in an empty one and refuses any other revision than
+    upstream's head; it blocks, so call it before the reactor runs where that matters.
+    """
+
+    def __init__(self, config: Config, *, reactor: Any = None,
+                 shutdown_timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+            reactor = default_reactor
+        self.config = config
+        self.shutdown_timeout = shutdown_timeout
+        self._reactor = reactor
+        self.db: Database | None = None
+        self.connector: DataConnector | None = None
+        self.site: Site | None = None
+        self._root: Resource | None = None
+        self._requests = _InFlight(reactor)
+        self._listener: _Listener | None = None
+
+    # -- set-up (synchronous) -------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Open the database and build the data API; raises DatabaseError,
+        DatabaseUnavailable or ConfigError (a bad port) with a one-line message."""
+        if self.connector is not None:
+            return
+        if self.config.port is not None:
+            # Only parses the description: a bad one fails here, not once running.
+            try:
+                endpoints.serverFromString(self._reactor, self.config.port)
+            except ValueError as e:
+                raise ConfigError(f"invalid port {self.config.port!r}: {e}") from None
+        db = Database(self.config.db_url, pool_size=self.config.pool_size,
+                      reactor=self._reactor)
+        try:
+            status = db.prepare_sync(create=True)
+            log.info("database {url}: {message}", url=db.safe_url, message=status.message)
+            if self.config.demo:
+                self._fill_demo(db)
+        finally:
+            # Connections opened here must not outlive a fork (twistd daemonizing).
+            db.engine.dispose()
+        self.db = db
+        self.connector = DataConnector(db, config=self.config, base_url=self.config.base_url
+                                       or "/")
+        from buildbot_rest.www import WebApp
+        self._root = _Tracked(WebApp(self.connector, reactor=self._reactor).resource(),
+                              self._requests)
+
+    def _fill_demo(self, db: Database) -> None:
+        from buildbot_rest import demo
+        with db.engine.connect() as conn:
+            used = [t.name for t in (schema.masters, schema.builders, schema.builds)
+                    if conn.execute(sa.select(sa.func.count()).select_from(t)).scalar()]
+        if used:
+            log.info("demo: the database already has data ({tables}); adding none",
+                     tables=", ".join(used))
+            return
+        counts = demo.populate(db.engine)
+        log.info("demo: filled the database with {builds} builds", builds=counts["builds"])
+
+    def resource(self) -> IResource:
+        """The resource to mount at ``/api`` of a site: ``root.putChild(b"api", ...)``.
+
+        It answers ``/api``, ``/api/v2/...`` and ``/api/latest/...`` under whatever name
+        it is mounted."""
+        self.prepare()
+        assert self._root is not None
+        return cast(IResource, _Mounted(self._root))
+
+    def root_resource(self) -> IResource:
+        """The whole web application, to serve as the root of a site of its own."""
+        self.prepare()
+        assert self._root is not None
+        return cast(IResource, self._root)
+
+    # -- running --------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        self.prepare()
+        assert self.db is not None
+        self.db.start()
+        if self.config.port is not None and self._listener is None:
+            self.site = Site(self.root_resource())
+            self._listener = _Listener(self.config.port, self.site, self._reactor,
+                                       self._listening)
+            self._listener.setServiceParent(self)
+        try:
+            super().startService()
+        except BaseException:
+            # The pool's threads would keep a failing process alive.
+            self.running = False
+            self.db.stop()
+            raise
+
+    def _listening(self, port: Any) -> None:
+        address = port.getHost()
+        log.info("serving {base}api/v2 on {address}", base=self.config.base_url,
+                 address=address)
+        if (self.config.base_url_derived and self.connector is not None
+                and self.config.port is not None):
+            # `tcp:0` picks a port only now: links must name the real one.
+            number = getattr(address, "port", None)
+            if number is not None:
+                self.connector.base_url = derive_base_url(
+                    f"{self.config.port.partition(':')[0]}:{number}")
+
+    def stopService(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        await super().stopService()  # stops listening first
+        pending = len(self._requests)
+        if pending:
+            log.info("waiting for {n} requests in flight", n=pending)
+        if not await self._requests.drained(self.shutdown_timeout):
+            log.warn("{n} requests still running after {t:g}s; closing the database",  # noqa: G010
+                     n=len(self._requests), t=self.shutdown_timeout)
+        if self.db is not None:
+            self.db.stop()
+        log.info("stopped")
+
+
+class _Listener(Service):
+    """Listens on an endpoint while running; a failure to listen at start is raised."""
+
+    def __init__(self, description: str, site: Site, reactor: Any,
+                 on_listening: Any) -> None:
+        self.description = description
+        self.site = site
+        self._reactor = reactor
+        self._on_listening = on_listening
+        self._port: defer.Deferred[IListeningPort] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        endpoint = endpoints.serverFromString(self._reactor, self.description)
+        d = endpoint.listen(self.site)
+        failures: list[Any] = []
+        d.addCallbacks(self._listened, failures.append)
+        if failures:  # TCP and UNIX endpoints fail at once: tell the caller now
+            self.running = False
+            failures[0].raiseException()
+        self._port = d
+        d.addErrback(lambda f: log.failure("cannot listen on {d}", f, d=self.description))
+
+    def _listened(self, port: IListeningPort) -> IListeningPort:
+        self._on_listening(port)
+        return port
+
+    def stopService(self) -> defer.Deferred[None] | None:
+        super().stopService()
+        d, self._port = self._port, None
+        if d is None:
+            return None
+
+        def stop(port: Any) -> Any:
+            return port.stopListening() if port is not None else None
+        return d.addCallback(stop)
+
+
+class _InFlight:
+    """The requests being answered, and a way to wait until there are none."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self._requests: set[Request] = set()
+        self._waiters: list[defer.Deferred[bool]] = []
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def add(self, request: Request) -> None:
+        self._requests.add(request)
+        request.notifyFinish().addBoth(self._done, request)
+
+    def _done(self, _result: Any, request: Request) -> None:
+        self._requests.discard(request)
+        if not self._requests:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.called:
+                    waiter.callback(True)
+
+    def drained(self, timeout: float) -> defer.Deferred[bool]:
+        """Fires with True once no request is in flight, or False after ``timeout``."""
+        if not self._requests:
+            return defer.succeed(True)
+        waiter: defer.Deferred[bool] = defer.Deferred()
+        self._waiters.append(waiter)
+
+        def expire() -> None:
+            if not waiter.called:
+                waiter.callback(False)
+        call = self._reactor.callLater(timeout, expire)
+        waiter.addBoth(lambda r: (call.active() and call.cancel(), r)[1])
+        return waiter
+
+
+class _Tracked(Resource):
+    """Counts the requests in flight through a leaf resource, for a clean stop."""
+
+    isLeaf = True
+
+    def __init__(self, inner: Any, requests: _InFlight) -> None:
+        super().__init__()
+        self._inner = inner
+        self._requests = requests
+
+    def render(self, request: Request) -> bytes | int:
+        self._requests.add(request)
+        result: bytes | int = self._inner.render(request)
+        return result
+
+
+class _Mounted(Resource):
+    """Serves the web application's ``/api`` routes below any mount point of a site."""
+
+    isLeaf = True
+
+    def __init__(self, root: Any) -> None:
+        super().__init__()
+        self._root = root
+
+    def render(self, request: Any) -> bytes | int:
+        # The application routes on paths that start with /api: present the mount point
+        # as that segment, and keep what comes before it as the script name.
+        if request.prepath:
+            request.prepath = request.prepath[:-1]
+        request.postpath = [b"api", *request.postpath]
+        result: bytes | int = self._root.render(request)
+        return result
+

@@ -1,0 +1,88 @@
+"""Reading log chunks: every codec, line ranges, batches, and the raw text."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from buildbot_rest import demo
+from buildbot_rest.db import logchunks
+from buildbot_rest.db import schema as s
+
+LINES = [f"{'oeh'[i % 3]}line {i} {'x' * (i % 7)}".encode() for i in range(40)]
+
+
+@pytest.fixture
+def conn():
+    engine = sa.create_engine("sqlite://")
+    s.metadata.create_all(engine)
+    with engine.connect() as c:
+        yield c
+
+
+def store(conn, logid, lines, codec, per_chunk=7):
+    """Lines in chunks of ``per_chunk`` lines, each compressed with ``codec``."""
+    for first in range(0, len(lines), per_chunk):
+        part = lines[first:first + per_chunk]
+        conn.execute(s.logchunks.insert().values(
+            logid=logid, first_line=first, last_line=first + len(part) - 1,
+            content=demo.compress(codec, b"\n".join(part)), compressed=codec))
+
+
+def text(lines):
+    return b"".join(line + b"\n" for line in lines).decode()
+
+
+@pytest.mark.parametrize("codec", range(6))
+def test_every_codec(codec):
+    data = b"\n".join(LINES * 20)
+    assert logchunks.decompress(codec, demo.compress(codec, data)) == data
+
+
+def test_zstd_frames_without_content_size():
+    import zstandard
+    obj = zstandard.ZstdCompressor().compressobj()
+    frame = obj.compress(b"abc\ndef") + obj.flush()
+    assert logchunks.decompress(logchunks.ZSTD, frame) == b"abc\ndef"
+
+
+def test_bad_chunks():
+    with pytest.raises(logchunks.CorruptChunk, match="compression 9"):
+        logchunks.decompress(9, b"x")
+    with pytest.raises(logchunks.CorruptChunk):
+        logchunks.decompress(logchunks.GZ, b"not gzip")
+    assert logchunks.decompress(logchunks.RAW, None) == b""
+
+
+@pytest.mark.parametrize("codec", [logchunks.RAW, logchunks.LZ4, logchunks.ZSTD])
+def test_read_lines_ranges(conn, codec):
+    store(conn, 1, LINES, codec)
+    store(conn, 2, [b"other"], codec)
+    for first, last in [(0, 39), (0, 0), (3, 12), (6, 7), (7, 7), (13, 14), (39, 39),
+                        (35, 100), (40, 45)]:
+        assert logchunks.read_lines(conn, 1, first, last) == text(LINES[first:last + 1])
+
+
+def test_batches(conn):
+    store(conn, 1, LINES, logchunks.RAW, per_chunk=3)
+    got = list(logchunks.iter_chunks(conn, 1, 4, 30, batch=2))
+    assert [first for first, _ in got] == list(range(3, 31, 3))
+    assert logchunks.read_lines(conn, 1, 4, 30) == text(LINES[4:31])
+
+
+def test_strip_stream_prefix():
+    assert logchunks.strip_stream_prefix(b"oa\neb\n\nhc") == b"a\nb\n\nc"
+    # a first character of several bytes goes whole; other bytes pass through
+    assert logchunks.strip_stream_prefix("éa\nob\xff".encode("latin-1") + b"\n\xc3\xa9x") \
+        == b"a\nb\xff\nx"
+    assert logchunks.strip_stream_prefix("oé\n€x".encode()) == "é\nx".encode()
+
+
+def test_iter_raw(conn):
+    store(conn, 1, LINES, logchunks.BROTLI)
+    pieces = list(logchunks.iter_raw(conn, 1, strip=True, header=b"H\n", piece_size=100))
+    assert b"".join(pieces) == b"H\n" + b"".join(line[1:] + b"\n" for line in LINES)
+    assert len(pieces) > 1 and all(len(p) < 100 + 200 for p in pieces)
+    whole = b"".join(logchunks.iter_raw(conn, 1, strip=False))
+    assert whole == text(LINES).encode()
+    assert list(logchunks.iter_raw(conn, 3, strip=True)) == []

@@ -1,0 +1,116 @@
+"""Tests of buildbot_rest.config: defaults, the TOML file and command-line overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from buildbot_rest.config import Config, ConfigError, derive_base_url
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "server.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults() -> None:
+    config = Config()
+    assert config.db_url == "sqlite:///state.sqlite"
+    assert config.port == "tcp:8010:interface=127.0.0.1"
+    assert config.base_url == "http://localhost:8010/"
+    assert config.base_url_derived
+    assert config.pool_size == 4
+    assert config.demo is False
+    assert config.forceschedulers == []
+
+
+@pytest.mark.parametrize("port, url", [
+    ("tcp:8010:interface=127.0.0.1", "http://localhost:8010/"),
+    ("tcp:port=9000", "http://localhost:9000/"),
+    ("tcp:interface=::1:port=9001", "http://localhost:9001/"),
+    ("tcp:80", "http://localhost/"),
+    ("ssl:8443:privateKey=k.pem", "https://localhost:8443/"),
+    ("unix:/tmp/sock", "http://localhost:8010/"),
+    (None, "http://localhost:8010/"),
+])
+def test_derived_base_url(port: str | None, url: str) -> None:
+    assert derive_base_url(port) == url
+
+
+def test_toml_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '''
+db_url = "postgresql://bb@db/bb"
+port = "tcp:9000"
+pool_size = 8
+demo = true
+
+[[forceschedulers]]
+name = "force"
+builder_names = ["linux", "mac"]
+''')
+    config = Config.from_toml(path)
+    assert config.db_url == "postgresql://bb@db/bb"
+    assert config.base_url == "http://localhost:9000/"
+    assert config.pool_size == 8
+    assert config.demo is True
+    assert config.forceschedulers == [{
+        "name": "force", "button_name": "force", "label": "force",
+        "builder_names": ["linux", "mac"], "enabled": True, "all_fields": [],
+    }]
+
+
+def test_overrides_win_and_none_is_ignored(tmp_path: Path) -> None:
+    path = write(tmp_path, 'port = "tcp:9000"\npool_size = 2\n')
+    config = Config.from_toml(path, port="tcp:9100", pool_size=None, db_url=None)
+    assert config.port == "tcp:9100"
+    assert config.base_url == "http://localhost:9100/"  # derived again
+    assert config.pool_size == 2
+    assert config.db_url == "sqlite:///state.sqlite"
+
+
+def test_given_base_url_is_kept(tmp_path: Path) -> None:
+    config = Config(base_url="https://ci.example.org/bb").merged(port="tcp:9000")
+    assert config.base_url == "https://ci.example.org/bb/"
+    assert not config.base_url_derived
+
+
+def test_empty_port_means_no_listening() -> None:
+    assert Config(port="").port is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ('prot = "tcp:1"\n', "unknown key 'prot'"),
+    ('pool_size = "4"\n', "'pool_size' must be an integer, not string"),
+    ("pool_size = true\n", "'pool_size' must be an integer, not boolean"),
+    ("pool_size = 0\n", "'pool_size' must be at least 1"),
+    ('demo = "yes"\n', "'demo' must be a boolean, not string"),
+    ("port = 8010\n", "'port' must be a string, not integer"),
+    ('base_url = "localhost:8010"\n', "'base_url' must be an http:// or https:// URL"),
+    ('forceschedulers = ["x"]\n', "forceschedulers[0] must be a table"),
+    ('[[forceschedulers]]\nname = "f"\nbuilders = []\n',
+     "unknown key forceschedulers[0].builders"),
+    ('[[forceschedulers]]\nname = "f"\nenabled = 1\n',
+     "forceschedulers[0].enabled must be boolean, not integer"),
+    ('[[forceschedulers]]\nlabel = "f"\n', "forceschedulers[0].name is required"),
+    ("db_url = \n", "invalid TOML"),
+])
+def test_bad_files(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        Config.from_toml(path)
+    text = str(info.value)
+    assert message in text
+    assert str(path) in text
+    assert "\n" not in text
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read configuration file .*missing.toml"):
+        Config.from_toml(tmp_path / "missing.toml")
+
+
+def test_unknown_override() -> None:
+    with pytest.raises(ConfigError, match="unknown setting 'colour'"):
+        Config().merged(colour="blue")

@@ -1,0 +1,99 @@
+"""Tests of RestService embedded in a program's own site, and of its clean stop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import defer, endpoints, reactor
+from twisted.internet.error import ConnectionRefusedError
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from buildbot_rest.config import Config
+from buildbot_rest.service import RestService, _InFlight
+
+
+async def fetch(url: str) -> tuple[int, Any]:
+    response = await treq.get(url, headers={"Accept": ["application/json"]}, persistent=False)
+    return response.code, json.loads(await response.content())
+
+
+@pytest_twisted.ensureDeferred
+async def test_mounted_under_any_name(tmp_path: Path) -> None:
+    rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}", port=None,
+                              base_url="http://ci.example.org/"))
+    root = Resource()
+    root.putChild(b"api", rest.resource())
+    other = Resource()
+    root.putChild(b"bb", other)
+    other.putChild(b"rest", rest.resource())
+    rest.startService()
+    port = await endpoints.serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+        Site(root))
+    base = f"http://127.0.0.1:{port.getHost().port}"
+    try:
+        assert await fetch(base + "/api") == (
+            200, {"api_versions": {"v2": "http://ci.example.org/api/v2"}})
+        for prefix in ("/api", "/bb/rest"):
+            code, body = await fetch(base + prefix + "/v2")
+            assert code == 200
+            assert {"name": "builders"} in body["rootlinks"]
+            code, body = await fetch(base + prefix + "/v2/builders")
+            assert (code, body["builders"]) == (200, [])
+    finally:
+        await port.stopListening()
+        await rest.stopService()
+    assert not rest.running
+
+
+@pytest_twisted.ensureDeferred
+async def test_listens_and_stops(tmp_path: Path) -> None:
+    rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}",
+                              port="tcp:0:interface=127.0.0.1"))
+    rest.startService()
+    await defer.succeed(None)
+    host = rest._listener._port.result.getHost()  # type: ignore[union-attr]
+    # a derived base_url names the port actually bound
+    assert rest.connector.base_url == f"http://localhost:{host.port}/"  # type: ignore[union-attr]
+    code, body = await fetch(f"http://127.0.0.1:{host.port}/api")
+    assert code == 200
+    assert body == {"api_versions": {"v2": f"http://localhost:{host.port}/api/v2"}}
+    await rest.stopService()
+    with pytest.raises(ConnectionRefusedError):
+        await fetch(f"http://127.0.0.1:{host.port}/api")
+
+
+class FakeRequest:
+    def __init__(self) -> None:
+        self.finished: defer.Deferred[None] = defer.Deferred()
+
+    def notifyFinish(self) -> defer.Deferred[None]:
+        return self.finished
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_waits_for_requests_in_flight() -> None:
+    in_flight = _InFlight(reactor)
+    first, second = FakeRequest(), FakeRequest()
+    in_flight.add(first)  # type: ignore[arg-type]
+    in_flight.add(second)  # type: ignore[arg-type]
+    drained = in_flight.drained(30)
+    first.finished.callback(None)
+    assert not drained.called
+    second.finished.errback(Exception("connection lost"))
+    assert await drained is True
+    assert len(in_flight) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_gives_up_after_the_timeout() -> None:
+    in_flight = _InFlight(reactor)
+    request = FakeRequest()
+    in_flight.add(request)  # type: ignore[arg-type]
+    assert await in_flight.drained(0.05) is False
+    request.finished.callback(None)

@@ -1,0 +1,140 @@
+"""Buildsets and source stamps over HTTP, checked against the demo rows."""
+
+from __future__ import annotations
+
+import pytest_twisted
+import sqlalchemy as sa
+
+from buildbot_rest.db import schema as s
+
+ss, p, bs, bss = s.sourcestamps, s.patches, s.buildsets, s.buildset_sourcestamps
+
+
+def expected_sourcestamps(api) -> dict[int, dict]:
+    """Every source stamp as upstream shapes it, by ssid."""
+    rows = api.rows(sa.select(ss, p.c.id.label("pid"), p.c.patchlevel, p.c.subdir,
+                              p.c.patch_author, p.c.patch_comment)
+                    .select_from(ss.outerjoin(p, p.c.id == ss.c.patchid)))
+    out = {}
+    for r in rows:
+        patch = None
+        if r.pid is not None:
+            patch = {"patchid": r.pid, "body": None, "level": r.patchlevel,
+                     "subdir": r.subdir, "author": r.patch_author,
+                     "comment": r.patch_comment}
+        out[r.id] = {"ssid": r.id, "revision": r.revision, "branch": r.branch,
+                     "repository": r.repository, "project": r.project,
+                     "codebase": r.codebase, "patch": patch, "created_at": r.created_at}
+    return out
+
+
+def expected_buildsets(api) -> list[dict]:
+    stamps = expected_sourcestamps(api)
+    links = api.rows(sa.select(bss.c.buildsetid, bss.c.sourcestampid).order_by(bss.c.id))
+    out = []
+    for r in api.rows(sa.select(bs).order_by(bs.c.id)):
+        out.append({
+            "bsid": r.id, "external_idstring": r.external_idstring, "reason": r.reason,
+            "rebuilt_buildid": r.rebuilt_buildid, "submitted_at": r.submitted_at,
+            "complete": bool(r.complete), "complete_at": r.complete_at, "results": r.results,
+            "sourcestamps": [stamps[ssid] for bsid, ssid in links if bsid == r.id],
+            "parent_buildid": r.parent_buildid,
+            "parent_relationship": r.parent_relationship,
+        })
+    return out
+
+
+@pytest_twisted.ensureDeferred
+async def test_buildsets_collection(api):
+    want = expected_buildsets(api)
+    r = await api.get("buildsets")
+    assert r.code == 200
+    assert r.json == {"buildsets": want, "meta": {"total": len(want)}}
+    # incomplete buildsets say -1, as stored
+    assert any(b["results"] == -1 and not b["complete"] for b in want)
+    assert any(len(b["sourcestamps"]) > 1 for b in want)
+    assert any(st["patch"] for b in want for st in b["sourcestamps"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_buildset_single_and_404(api):
+    want = expected_buildsets(api)
+    r = await api.get(f"buildsets/{want[1]['bsid']}")
+    assert (r.code, r.json) == (200, {"buildsets": [want[1]], "meta": {}})
+    r = await api.get("buildsets/99999")
+    assert r.code == 404 and "error" in r.json
+    r = await api.get("buildsets/x1")
+    assert (r.code, r.json) == (404, {"error": "Invalid path: buildsets/x1"})
+    r = await api.get("buildset/1")  # singular alias
+    assert r.code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_buildsets_filters_order_paging(api):
+    want = expected_buildsets(api)
+    r = await api.get("buildsets?complete=false")
+    assert [b["bsid"] for b in r.json["buildsets"]] == [
+        b["bsid"] for b in want if not b["complete"]]
+    r = await api.get("buildsets?results=-1&field=bsid&field=results")
+    assert r.json["buildsets"] == [{"bsid": b["bsid"], "results": -1}
+                                  for b in want if b["results"] == -1]
+    ordered = sorted(want, key=lambda b: (-b["submitted_at"], b["bsid"]))
+    r = await api.get("buildsets?order=-submitted_at&limit=3&offset=2")
+    assert r.json["buildsets"] == ordered[2:5]
+    assert r.json["meta"]["total"] == len(want)
+    r = await api.get("buildsets?external_idstring__isnull=false&order=-bsid")
+    sel = [b for b in reversed(want) if b["external_idstring"] is not None]
+    assert r.json["buildsets"] == sel and r.json["meta"]["total"] == len(sel)
+    r = await api.get("buildsets?reason__contains=try&reason__contains=Nightly")
+    assert [b["bsid"] for b in r.json["buildsets"]] == [
+        b["bsid"] for b in want if "try" in b["reason"] or "Nightly" in b["reason"]]
+    r = await api.get("buildsets?parent_buildid__ne=1")
+    assert all(b["parent_buildid"] not in (None, 1) for b in r.json["buildsets"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_buildsets_bad_queries(api):
+    for q in ("sourcestamps=1", "complete=maybe", "bsid__gt=x", "bsid__foo=1", "limit=-1",
+              "order=nothing", "field=bsid&order=reason"):
+        r = await api.get("buildsets?" + q)
+        assert r.code == 400, q
+        assert "error" in r.json
+    r = await api.get("buildsets/1?bsid=1")
+    assert r.code == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_sourcestamps(api):
+    stamps = expected_sourcestamps(api)
+    r = await api.get("sourcestamps")
+    assert r.json == {"sourcestamps": [stamps[k] for k in sorted(stamps)],
+                      "meta": {"total": len(stamps)}}
+    patched = min(k for k, v in stamps.items() if v["patch"])
+    r = await api.get(f"sourcestamps/{patched}")
+    assert r.json == {"sourcestamps": [stamps[patched]], "meta": {}}
+    assert r.json["sourcestamps"][0]["patch"]["body"] is None
+    r = await api.get("sourcestamps/99999")
+    assert r.code == 404
+    r = await api.get("sourcestamps?branch=main&revision__isnull=true&order=-created_at"
+                      "&limit=2")
+    sel = sorted((v for v in stamps.values() if v["branch"] == "main" and not v["revision"]),
+                 key=lambda v: (-v["created_at"], v["ssid"]))
+    assert r.json["sourcestamps"] == sel[:2] and r.json["meta"]["total"] == len(sel)
+    r = await api.get("sourcestamps?patch=1")
+    assert r.code == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_buildset_sourcestamps(api):
+    want = {b["bsid"]: b for b in expected_buildsets(api)}
+    multi = next(k for k, v in want.items() if len(v["sourcestamps"]) > 1)
+    r = await api.get(f"buildsets/{multi}/sourcestamps")
+    stamps = sorted(want[multi]["sourcestamps"], key=lambda x: x["ssid"])
+    assert r.json == {"sourcestamps": stamps, "meta": {"total": len(stamps)}}
+    r = await api.get(f"buildsets/{multi}/sourcestamps?order=-ssid&limit=1")
+    assert r.json == {"sourcestamps": stamps[-1:],
+                      "meta": {"total": len(stamps), "links": r.json["meta"]["links"]}}
+    r = await api.get("buildsets/99999/sourcestamps")
+    assert r.code == 404
+    r = await api.get("buildsets/abc/sourcestamps")  # ids are numbers (COMPAT #23)
+    assert r.code == 404
