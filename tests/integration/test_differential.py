@@ -858,6 +858,31 @@ def _buildrequests_all_rows(case: Case) -> bool:
     return _reconcile(case, lambda i: True, ours_may_have_more=True)
 
 
+@rule("projects-active-distinct", "docs/compatibility.rst, projects",
+      "projects?active= lists each project once; upstream joins builders and masters "
+      "without DISTINCT, so an active project appears once per builder-master pair")
+def _projects_active_distinct(case: Case) -> bool:
+    if case.entity != "project" or not case.param_values("active"):
+        return False
+    up, me = collection(case.up), collection(case.me)
+    if up is None or me is None:
+        return False
+    seen: set[Any] = set()
+    distinct = []
+    for item in up[1]:
+        key = item.get("projectid") if isinstance(item, dict) else canon(item)
+        if key not in seen:
+            seen.add(key)
+            distinct.append(item)
+    if len(distinct) == len(up[1]) or canon(distinct) != canon(me[1]):
+        return False
+    case.up.doc = dict(case.up.doc)
+    case.up.doc[up[0]] = distinct
+    if "meta" in case.up.doc and "total" in case.up.doc["meta"]:
+        case.up.doc["meta"] = dict(case.up.doc["meta"], total=len(distinct))
+    return True
+
+
 @rule("quoted-filename", "COMPAT.md #24",
       "the Content-Disposition filename is quoted (RFC 6266)")
 def _quoted_filename(case: Case) -> bool:
