@@ -79,6 +79,11 @@ class ResourceType:
         """The table or join that rows come from."""
         raise NotImplementedError
 
+    def count_from_clause(self) -> sa.FromClause | None:
+        """The from clause without outer joins that cannot change the number of rows
+        (joins on a unique key), for faster counts; None when there are none."""
+        return None
+
     def select(self) -> sa.Select[Any]:
         """The base statement: every SQL field labelled with its name, plus extras."""
         columns = [f.sql.label(f.name) for f in self.fields if f.sql is not None]
