@@ -78,19 +78,26 @@ def iter_chunks(conn: sa.Connection, logid: int, first: int = 0,
     """``(first_line, text)`` of the chunks holding lines ``first..last`` in line order,
     read ``batch`` chunks per query so that memory does not grow with the log."""
     lc = s.logchunks
-    cursor = first
+    # Start at the chunk that holds line ``first``, then walk the (logid, first_line)
+    # index forward: each query reads only its batch, whatever the size of the log.
+    cursor = conn.execute(
+        sa.select(sa.func.max(lc.c.first_line))
+        .where(lc.c.logid == logid, lc.c.first_line <= first)).scalar()
+    if cursor is None:
+        cursor = first
     while True:
         stmt = (sa.select(lc.c.first_line, lc.c.last_line, lc.c.content, lc.c.compressed)
-                .where(lc.c.logid == logid, lc.c.last_line >= cursor)
+                .where(lc.c.logid == logid, lc.c.first_line >= cursor)
                 .order_by(lc.c.first_line).limit(batch))
         if last is not None:
             stmt = stmt.where(lc.c.first_line <= last)
         rows = conn.execute(stmt).all()
-        for first_line, _, content, compressed in rows:
-            yield first_line, decompress(compressed, content)
+        for first_line, last_line, content, compressed in rows:
+            if last_line >= first:
+                yield first_line, decompress(compressed, content)
         if len(rows) < batch:
             return
-        cursor = max(cursor, rows[-1][1]) + 1
+        cursor = rows[-1][0] + 1
 
 
 def read_lines(conn: sa.Connection, logid: int, first: int, last: int) -> str:
