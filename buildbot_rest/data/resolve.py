@@ -66,35 +66,31 @@ def resolve(conn: sa.Connection, kwargs: dict[str, Any],
             raise Missing("builder", ids["buildername"])
         ids["builderid"] = builderid
         skip.add("builderid")
-    if "build_number" in ids and "builderid" in ids:
-        buildid = _scalar(conn, sa.select(s.builds.c.id).where(
-            s.builds.c.builderid == ids["builderid"], s.builds.c.number == ids["build_number"]))
-        if buildid is None:
-            if "build_number" in skip:
+    # (parent id, child variables, child id, the child's SQL lookup)
+    children = (
+        ("builderid", ("build_number",), "buildid",
+         lambda: sa.select(s.builds.c.id).where(s.builds.c.builderid == ids["builderid"],
+                                                s.builds.c.number == ids["build_number"])),
+        ("buildid", ("step_name", "step_number"), "stepid",
+         lambda: sa.select(s.steps.c.id).where(
+             s.steps.c.buildid == ids["buildid"],
+             s.steps.c.name == ids["step_name"] if "step_name" in ids
+             else s.steps.c.number == ids["step_number"])),
+        ("stepid", ("log_slug",), "logid",
+         lambda: sa.select(s.logs.c.id).where(s.logs.c.stepid == ids["stepid"],
+                                              s.logs.c.slug == ids["log_slug"])),
+    )
+    for parent, variables, child, lookup in children:
+        given = [v for v in variables if v in ids]
+        if parent not in ids or not given:
+            continue
+        found = _scalar(conn, lookup())
+        if found is None:
+            if skip.intersection(given):
                 return ids
-            raise Missing("build", ids["build_number"])
-        ids["buildid"] = buildid
-        skip.add("buildid")
-    if "buildid" in ids and ("step_name" in ids or "step_number" in ids):
-        cond = (s.steps.c.name == ids["step_name"]) if "step_name" in ids else (
-            s.steps.c.number == ids["step_number"])
-        stepid = _scalar(conn, sa.select(s.steps.c.id).where(
-            s.steps.c.buildid == ids["buildid"], cond))
-        if stepid is None:
-            if {"step_name", "step_number"} & skip:
-                return ids
-            raise Missing("step", ids.get("step_name", ids.get("step_number")))
-        ids["stepid"] = stepid
-        skip.add("stepid")
-    if "stepid" in ids and "log_slug" in ids:
-        logid = _scalar(conn, sa.select(s.logs.c.id).where(
-            s.logs.c.stepid == ids["stepid"], s.logs.c.slug == ids["log_slug"]))
-        if logid is None:
-            if "log_slug" in skip:
-                return ids
-            raise Missing("log", ids["log_slug"])
-        ids["logid"] = logid
-        skip.add("logid")
+            raise Missing(child[:-2], ids[given[0]])
+        ids[child] = found
+        skip.add(child)
     for name, column in ID_COLUMNS.items():
         if (name in ids and name not in skip
                 and _scalar(conn, sa.select(column).where(column == ids[name])) is None):

@@ -218,7 +218,8 @@ def sort_items(items: list[dict[str, Any]], order: Sequence[str],
                tiebreak: Sequence[str]) -> list[dict[str, Any]]:
     """Sort like SQL with NULLs first ascending and last descending, then by the key."""
     keys = [(o.lstrip("-"), o.startswith("-")) for o in order]
-    keys += [(k, False) for k in tiebreak if k not in {name for name, _ in keys}]
+    named = {name for name, _ in keys}
+    keys += [(k.lstrip("-"), k.startswith("-")) for k in tiebreak if k.lstrip("-") not in named]
 
     def cmp(x: dict[str, Any], y: dict[str, Any]) -> int:
         for name, desc in keys:

@@ -137,3 +137,10 @@ def test_sort_nulls_first_ascending_last_descending_key_tiebreak():
     assert [i["k"] for i in sort_items(items, ["-v"], ["k"])] == [2, 5, 4, 1, 3]
     # unlike types never fail
     assert len(sort_items([{"v": [{"a": 1}]}, {"v": [{"a": 2}]}, {"v": "x"}], ["v"], [])) == 3
+
+
+def test_sort_tiebreak_key_keeps_its_direction() -> None:
+    # A descending key ("-id") breaks ties descending, as the SQL ORDER BY does.
+    items = [{"id": 1, "v": 0}, {"id": 2, "v": 0}, {"id": 3, "v": 1}]
+    assert [i["id"] for i in sort_items(items, ["v"], ["-id"])] == [2, 1, 3]
+    assert [i["id"] for i in sort_items(items, [], ["-id"])] == [3, 2, 1]

@@ -88,6 +88,12 @@ def _serve(url: str) -> Iterator[Api]:
         empty = conn.execute(sa.text("select count(*) from builds")).scalar() == 0
     if empty:
         demo.populate(db.engine, builds=DEMO_BUILDS, seed=DEMO_SEED)
+    yield from serve_database(db)
+
+
+def serve_database(db: Database) -> Iterator[Api]:
+    """Serve a prepared (filled) database over a listening port until the generator is
+    closed; the pool is started here and stopped afterwards."""
     db.start()
     connector = DataConnector(db, base_url="http://testserver/")
     from buildbot_rest.www import WebApp

@@ -10,16 +10,13 @@ import pytest
 import pytest_twisted
 import sqlalchemy as sa
 import treq
-from twisted.internet import endpoints, reactor
+from twisted.internet import reactor
 from twisted.web.client import Agent
-from twisted.web.server import Site
 
 from buildbot_rest import demo
-from buildbot_rest.data.connector import DataConnector
 from buildbot_rest.db import Database
 from buildbot_rest.db import schema as s
-from buildbot_rest.www import WebApp
-from tests.www.conftest import Api
+from tests.www.conftest import Api, serve_database
 
 
 def log_lines(api, logid):
@@ -201,16 +198,7 @@ def own_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         # log 1 purged as upstream purges (its chunks deleted); log 2 caught half-way
         conn.execute(lg.update().where(lg.c.id.in_([1, 2])).values(type="d"))
         conn.execute(lc.delete().where(lc.c.logid == 1))
-    db.start()
-    connector = DataConnector(db, base_url="http://testserver/")
-    site = Site(WebApp(connector).resource())
-    port = pytest_twisted.blockon(
-        endpoints.serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(site))
-    try:
-        yield Api(f"http://127.0.0.1:{port.getHost().port}/", db, connector)
-    finally:
-        pytest_twisted.blockon(port.stopListening())
-        db.stop()
+    yield from serve_database(db)
 
 
 @pytest_twisted.ensureDeferred
