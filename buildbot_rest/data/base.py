@@ -70,6 +70,11 @@ class ResourceType:
     def __init__(self) -> None:
         self.field_map: dict[str, Field] = {f.name: f for f in self.fields}
         self.field_types: dict[str, t.FieldType] = {f.name: f.type for f in self.fields}
+        # (label, converter or None when the database value is the JSON value), for to_item
+        self._row_columns: list[tuple[str, Callable[[Any], Any] | None]] = [
+            (f.name, None if type(f.type).from_db is t.FieldType.from_db else f.type.from_db)
+            for f in self.fields if f.sql is not None]
+        self._row_columns += [(col.name, None) for col in self.extra_columns]
 
     @property
     def entity_type(self) -> t.Entity:
@@ -92,11 +97,9 @@ class ResourceType:
     def to_item(self, row: Any) -> dict[str, Any]:
         """Turn one result row (a mapping) into an entity dict (computed fields missing)."""
         item: dict[str, Any] = {}
-        for f in self.fields:
-            if f.sql is not None:
-                item[f.name] = f.type.from_db(row[f.name])
-        for col in self.extra_columns:
-            item[col.name] = row[col.name]
+        for name, convert in self._row_columns:
+            value = row[name]
+            item[name] = value if convert is None else convert(value)
         return item
 
     def complete(self, conn: sa.Connection, items: list[dict[str, Any]],
@@ -135,10 +138,18 @@ class Endpoint:
 
     async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
         """The collection (``(items, total)``) or the entity (a dict, or None)."""
-        ids = await ctx.resolve(kwargs, unchecked=self.unchecked)
+        return await ctx.run(self.get_in, ctx, spec, kwargs)
+
+    def get_in(self, conn: sa.Connection, ctx: Context, spec: ResultSpec,
+               kwargs: dict[str, Any]) -> Any:
+        """:meth:`get` in a database thread: the path resolved and the rows read on one
+        connection, in one trip from the reactor."""
+        from buildbot_rest.data import engine
+
+        ids = ctx.resolve_in(conn, kwargs, self.unchecked)
         if self.kind is Kind.COLLECTION:
-            return await ctx.fetch_collection(self.rtype, spec, self.where(ids))
-        return await ctx.fetch_one(self.rtype, spec, self.where(ids))
+            return engine.fetch_collection(conn, ctx, self.rtype, spec, self.where(ids))
+        return engine.fetch_one(conn, ctx, self.rtype, spec, self.where(ids))
 
     async def control(self, ctx: Context, method: str, params: dict[str, Any],
                       kwargs: dict[str, Any]) -> Any:

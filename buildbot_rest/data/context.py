@@ -48,8 +48,18 @@ class Context:
 
     async def resolve(self, kwargs: dict[str, Any],
                       unchecked: Iterable[str] = ()) -> dict[str, Any]:
+        if not kwargs:
+            return {}  # nothing to look up: no trip to a database thread
+        return await self.run(self.resolve_in, kwargs, tuple(unchecked))
+
+    def resolve_in(self, conn: sa.Connection, kwargs: dict[str, Any],
+                   unchecked: Iterable[str] = ()) -> dict[str, Any]:
+        """:meth:`resolve` on a connection in a database thread, so that an endpoint can
+        resolve its path and read its rows in one trip."""
+        if not kwargs:
+            return {}
         try:
-            return await self.run(resolve, kwargs, tuple(unchecked))
+            return resolve(conn, kwargs, unchecked)
         except Missing:
             raise self.not_found() from None
 

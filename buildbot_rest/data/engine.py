@@ -156,7 +156,7 @@ def _split(rtype: ResourceType, spec: ResultSpec) -> tuple[list[Any], list[Filte
 
 def _items(conn: sa.Connection, rtype: ResourceType, stmt: sa.Select[Any],
            spec: ResultSpec | None, ctx: Context) -> list[dict[str, Any]]:
-    items = [rtype.to_item(row) for row in conn.execute(stmt).mappings()]
+    items = [rtype.to_item(row) for row in conn.execute(stmt).mappings().all()]
     if items:
         rtype.complete(conn, items, spec, ctx)
     return items

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -26,6 +27,8 @@ log = Logger()
 
 #: bytes written per ``request.write`` when streaming
 WRITE_SIZE = 64 * 1024
+#: unpaged collections of more items than this are streamed
+STREAM_ABOVE = 1000
 
 
 class Responder:
@@ -174,9 +177,16 @@ class RestResource(Resource):
             await self._send_raw(responder, endpoint, raw)
             return
         if endpoint.kind is Kind.COLLECTION and self._streamable(endpoint, spec):
-            await self._stream_collection(ctx, endpoint, spec, kwargs, responder, compact)
-            return
-        result = await endpoint.get(ctx, spec, kwargs)
+            # Most unpaged collections are small: one read of up to STREAM_ABOVE + 1 rows
+            # answers those whole; only a longer one is read again and streamed.
+            probe = replace(spec, filters=list(spec.filters), limit=STREAM_ABOVE + 1)
+            result = await endpoint.get(ctx, probe, kwargs)
+            if result is not None and len(result[0]) > STREAM_ABOVE:
+                await self._stream_collection(ctx, endpoint, spec, kwargs, responder,
+                                              compact)
+                return
+        else:
+            result = await endpoint.get(ctx, spec, kwargs)
         plural = endpoint.rtype.plural
         if endpoint.kind is Kind.COLLECTION:
             if result is None:

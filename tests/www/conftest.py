@@ -15,6 +15,7 @@ import treq
 from treq.testing import StubTreq
 from twisted.internet import defer, endpoints, reactor, task
 from twisted.web.client import Agent
+from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.http_headers import Headers
 from twisted.web.server import Site
 
@@ -32,6 +33,8 @@ class Reply:
     code: int
     headers: Any
     body: bytes
+    #: the Content-Length the server sent (None for a chunked body; raw requests only)
+    length: int | None = None
 
     @property
     def json(self) -> Any:
@@ -62,7 +65,8 @@ class Api:
             resp = await Agent(reactor).request(
                 method.encode(), (self.root + path).encode(),
                 Headers({k: [v] for k, v in hdrs.items()}))
-            return Reply(resp.code, resp.headers, await treq.content(resp))
+            length = None if resp.length is UNKNOWN_LENGTH else resp.length
+            return Reply(resp.code, resp.headers, await treq.content(resp), length)
         resp = await treq.request(method, self.root + path,
                                   headers={k: [v] for k, v in hdrs.items()},
                                   data=data, persistent=False)

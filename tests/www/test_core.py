@@ -6,6 +6,7 @@ import gzip
 import json
 
 import brotli
+import pytest
 import pytest_twisted
 import sqlalchemy as sa
 import zstandard
@@ -57,8 +58,30 @@ async def test_builds_page_total_and_links(api):
     assert 'rel="next"' in r.header("link")
 
 
+@pytest.fixture
+def stream_above_10(monkeypatch):
+    """Unpaged collections of more than 10 items are streamed (the demo data is small)."""
+    from buildbot_rest.www import rest
+    monkeypatch.setattr(rest, "STREAM_ABOVE", 10)
+
+
 @pytest_twisted.ensureDeferred
-async def test_streamed_collection_equals_whole_document(api):
+async def test_small_unpaged_collections_are_answered_whole(api, stream_above_10):
+    # 30 builds: streamed (chunked, no length); 1 master and 5 steps: one body with a length
+    streamed = await api.request("GET", "api/v2/builds", raw=True)
+    assert streamed.length is None
+    for path in ("masters", "builds/1/steps"):
+        whole = await api.request("GET", "api/v2/" + path, raw=True)
+        assert whole.code == 200
+        assert whole.length == len(whole.body), path
+        items = json.loads(whole.body)
+        plural = path.rsplit("/", 1)[-1]
+        assert 0 < len(items[plural]) <= 10
+        assert items["meta"] == {"total": len(items[plural])}
+
+
+@pytest_twisted.ensureDeferred
+async def test_streamed_collection_equals_whole_document(api, stream_above_10):
     streamed = await api.get("builds")
     paged = await api.get("builds?limit=100000")
     assert streamed.json["builds"] == paged.json["builds"]
@@ -121,7 +144,7 @@ async def test_head_has_length_and_no_body(stub):
 
 
 @pytest_twisted.ensureDeferred
-async def test_head_of_streamed_collection(api):
+async def test_head_of_streamed_collection(api, stream_above_10):
     for path in ("builds", "masters"):
         get = await api.request("GET", "api/v2/" + path, raw=True)
         head = await api.request("HEAD", "api/v2/" + path, raw=True)

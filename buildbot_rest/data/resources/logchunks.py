@@ -84,18 +84,25 @@ def read_log_info(conn: sa.Connection, logid: int) -> LogInfo | None:
     return None if row is None else LogInfo(*row)
 
 
-async def _log_info(ctx: Context, kwargs: dict[str, Any]) -> LogInfo:
+def _log_info(conn: sa.Connection, ctx: Context, kwargs: dict[str, Any]) -> LogInfo:
+    """The log a path names (in a database thread); NotFound when there is none."""
     if not kwargs:
         # ``/logchunks`` names no log
         raise ctx.not_found()
-    ids = await ctx.resolve(kwargs, unchecked={"logid"})
-    info = await ctx.run(read_log_info, ids["logid"])
+    ids = ctx.resolve_in(conn, kwargs, {"logid"})
+    info = read_log_info(conn, ids["logid"])
     if info is None:
         raise ctx.not_found()
     return info
 
 
-def _contents(conn: sa.Connection, info: LogInfo, first: int, last: int) -> dict[str, Any]:
+def _contents(conn: sa.Connection, ctx: Context, spec: ResultSpec,
+              kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    info = _log_info(conn, ctx, kwargs)
+    first = spec.offset or 0
+    last = first + spec.limit - 1 if spec.limit is not None else max(0, info.num_lines - 1)
+    if first < 0 or last < first:
+        return None
     text = "" if info.type == PURGED else chunks.read_lines(conn, info.logid, first, last)
     return {"logid": info.logid, "firstline": first, "content": text}
 
@@ -108,12 +115,8 @@ class LogChunkEndpoint(Endpoint):
     root_link = "logchunks"
 
     async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
-        info = await _log_info(ctx, kwargs)
-        first = spec.offset or 0
-        last = first + spec.limit - 1 if spec.limit is not None else max(0, info.num_lines - 1)
-        if first < 0 or last < first:
-            return None
-        return spec.project(await ctx.run(_contents, info, first, last))
+        contents = await ctx.run(_contents, ctx, spec, kwargs)
+        return None if contents is None else spec.project(contents)
 
 
 def _raw_generator(info: LogInfo) -> Any:
@@ -135,7 +138,7 @@ class RawLogChunkEndpoint(Endpoint):
     patterns = tuple(f"{log}/raw" for log in LOG_FORMS)
 
     async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
-        info = await _log_info(ctx, kwargs)
+        info = await ctx.run(_log_info, ctx, kwargs)
         return RawData(info.content_type(), filename=info.filename(),
                        generate=_raw_generator(info))
 
