@@ -71,6 +71,11 @@ def test_batches(conn):
 
 
 def test_strip_stream_prefix():
+    # edge cases of the one-pass form: empty text and lines, a one-byte line, a line that
+    # starts with a prefix letter after its prefix
+    for text, expected in [(b"", b""), (b"\n", b"\n"), (b"o", b""), (b"\n\nox\n", b"\n\nx\n"),
+                           (b"ooops\neerr\nh", b"oops\nerr\n"), (b"o\noa", b"\na")]:
+        assert logchunks.strip_stream_prefix(text) == expected, text
     assert logchunks.strip_stream_prefix(b"oa\neb\n\nhc") == b"a\nb\n\nc"
     # a first character of several bytes goes whole; other bytes pass through
     assert logchunks.strip_stream_prefix("éa\nob\xff".encode("latin-1") + b"\n\xc3\xa9x") \
