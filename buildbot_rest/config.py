@@ -43,6 +43,9 @@ class Config:
     base_url: str | None = None
     pool_size: int = DEFAULT_POOL_SIZE
     demo: bool = False
+    #: where the standalone server writes one line per request: "-" (its own log),
+    #: "off", or the path of a file (appended to)
+    access_log: str = "-"
     forceschedulers: list[dict[str, Any]] = field(default_factory=list)
     #: whether ``base_url`` was derived from ``port`` rather than given
     base_url_derived: bool = field(default=False, init=False, compare=False, repr=False)
@@ -126,6 +129,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "base_url": ((str, type(None)), "a string"),
     "pool_size": ((int,), "an integer"),
     "demo": ((bool,), "a boolean"),
+    "access_log": ((str,), "a string"),
     "forceschedulers": ((list,), "an array of tables"),
 }
 
@@ -142,6 +146,9 @@ def _check(key: str, value: Any, where: str) -> None:
         raise ConfigError(f"{where}{key!r} must be {wanted}, not {_type_name(value)}")
     if key == "pool_size" and isinstance(value, int) and value < 1:
         raise ConfigError(f"{where}'pool_size' must be at least 1, not {value}")
+    if key == "access_log" and not value:
+        raise ConfigError(f"{where}'access_log' must be \"-\", \"off\" or a file path, "
+                          "not empty")
     if key == "db_url" and not value:
         raise ConfigError(f"{where}'db_url' must not be empty")
     if key == "base_url" and value is not None and not re.match(r"https?://[^/]", str(value)):

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from twisted.application.service import MultiService, Service
-from twisted.internet import defer, endpoints
+from twisted.internet import defer, endpoints, task
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
@@ -50,6 +50,7 @@ class RestService(MultiService):
         self._root: Resource | None = None
         self._requests = _InFlight(reactor)
         self._listener: _Listener | None = None
+        self._access_file: Any = None
 
     # -- set-up (synchronous) -------------------------------------------------------------
 
@@ -64,6 +65,13 @@ class RestService(MultiService):
                 endpoints.serverFromString(self._reactor, self.config.port)
             except ValueError as e:
                 raise ConfigError(f"invalid port {self.config.port!r}: {e}") from None
+        access_log = self.config.access_log
+        if self.config.port is not None and access_log not in ("-", "off"):
+            try:  # opened now, so that a bad path stops the start with one line
+                self._access_file = _open_access_log(access_log)
+            except OSError as e:
+                raise ConfigError(f"cannot open the access log {access_log}: "
+                                  f"{e.strerror or e}") from None
         db = Database(self.config.db_url, pool_size=self.config.pool_size,
                       reactor=self._reactor)
         try:
@@ -115,7 +123,8 @@ class RestService(MultiService):
         assert self.db is not None
         self.db.start()
         if self.config.port is not None and self._listener is None:
-            self.site = Site(self.root_resource())
+            self.site = _Site(self.root_resource(), self.config.access_log,
+                              self._access_file, self._reactor)
             self._listener = _Listener(self.config.port, self.site, self._reactor,
                                        self._listening)
             self._listener.setServiceParent(self)
@@ -153,6 +162,41 @@ class RestService(MultiService):
         if self.db is not None:
             self.db.stop()
         log.info("stopped")
+
+
+def _open_access_log(path: str) -> Any:
+    return open(path, "a", buffering=1 << 16, encoding="utf-8", newline="\n")  # noqa: SIM115
+
+
+class _Site(Site):
+    """The standalone server's site. Its access log goes to the server's log ("-", as
+    Twisted's default), nowhere ("off"), or to a file written in blocks and flushed every
+    second: far cheaper per request than a line through the logging system."""
+
+    def __init__(self, resource: IResource, access_log: str, access_file: Any,
+                 reactor: Any) -> None:
+        super().__init__(resource)
+        self.noisy = False
+        self._access_log = access_log
+        self._access_file = access_file
+        self._flusher: task.LoopingCall | None = None
+        self._clock = reactor
+
+    def startFactory(self) -> None:
+        super().startFactory()
+        if self._access_log == "off":
+            self._logFile = None
+        elif self._access_file is not None:
+            self._logFile = self._access_file
+            self._flusher = task.LoopingCall(self._access_file.flush)
+            self._flusher.clock = self._clock
+            self._flusher.start(1.0, now=False)
+
+    def stopFactory(self) -> None:
+        if self._flusher is not None and self._flusher.running:
+            self._flusher.stop()
+        self._flusher = None
+        super().stopFactory()  # closes (and so flushes) a file of its own
 
 
 class _Listener(Service):

@@ -24,6 +24,7 @@ def test_defaults() -> None:
     assert config.pool_size == 4
     assert config.demo is False
     assert config.forceschedulers == []
+    assert config.access_log == "-"
 
 
 @pytest.mark.parametrize("port, url", [
@@ -87,6 +88,8 @@ def test_empty_port_means_no_listening() -> None:
     ("pool_size = 0\n", "'pool_size' must be at least 1"),
     ('demo = "yes"\n', "'demo' must be a boolean, not string"),
     ("port = 8010\n", "'port' must be a string, not integer"),
+    ("access_log = false\n", "'access_log' must be a string, not boolean"),
+    ('access_log = ""\n', "'access_log' must be \"-\", \"off\" or a file path"),
     ('base_url = "localhost:8010"\n', "'base_url' must be an http:// or https:// URL"),
     ('forceschedulers = ["x"]\n', "forceschedulers[0] must be a table"),
     ('[[forceschedulers]]\nname = "f"\nbuilders = []\n',

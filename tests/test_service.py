@@ -97,3 +97,54 @@ async def test_stop_gives_up_after_the_timeout() -> None:
     in_flight.add(request)  # type: ignore[arg-type]
     assert await in_flight.drained(0.05) is False
     request.finished.callback(None)
+
+
+async def _serve_and_get(rest: RestService, *paths: str) -> None:
+    rest.startService()
+    await defer.succeed(None)
+    host = rest._listener._port.result.getHost()  # type: ignore[union-attr]
+    try:
+        for path in paths:
+            code, _ = await fetch(f"http://127.0.0.1:{host.port}{path}")
+            assert code == 200
+    finally:
+        await rest.stopService()
+
+
+@pytest.mark.parametrize("setting", ["-", "off", "file"])
+@pytest_twisted.ensureDeferred
+async def test_access_log(tmp_path: Path, setting: str) -> None:
+    from twisted.logger import globalLogPublisher
+
+    path = tmp_path / "http.log"
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}",
+                                  port="tcp:0:interface=127.0.0.1",
+                                  access_log=str(path) if setting == "file" else setting))
+        await _serve_and_get(rest, "/api/v2/masters", "/api/v2/builders?limit=1")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    in_log = [e for e in events if "GET /api/v2/" in str(e.get("log_io", ""))]
+    if setting == "-":
+        assert len(in_log) == 2
+    else:
+        assert in_log == []
+    if setting == "file":
+        lines = path.read_text().splitlines()
+        assert len(lines) == 2
+        assert '"GET /api/v2/masters HTTP/1.1" 200' in lines[0]
+        assert '"GET /api/v2/builders?limit=1 HTTP/1.1" 200' in lines[1]
+    else:
+        assert not path.exists()
+
+
+def test_access_log_that_cannot_be_opened(tmp_path: Path) -> None:
+    from buildbot_rest.config import ConfigError
+
+    rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}",
+                              port="tcp:0:interface=127.0.0.1",
+                              access_log=str(tmp_path / "no" / "such" / "dir" / "http.log")))
+    with pytest.raises(ConfigError, match="cannot open the access log .*http.log"):
+        rest.prepare()
