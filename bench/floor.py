@@ -58,17 +58,20 @@ def _build(r: Any) -> dict[str, Any]:
 
 
 def builds_statement(where: Sequence[Any] = (), *, limit: int | None = 50,
-                     descending: bool = True) -> sa.Select[Any]:
-    """The page of builds a floor reads (also used for the query plans)."""
+                     descending: bool = True, order: Sequence[Any] = ()) -> sa.Select[Any]:
+    """The page of builds a floor reads (also used for the query plans); ``order`` comes
+    before the build id."""
     b = s.builds
-    stmt = sa.select(b).where(*where).order_by(b.c.id.desc() if descending else b.c.id)
+    stmt = sa.select(b).where(*where).order_by(*order,
+                                               b.c.id.desc() if descending else b.c.id)
     return stmt.limit(limit) if limit is not None else stmt
 
 
 def builds(where: Sequence[Any] = (), *, limit: int | None = 50, properties: bool = False,
-           descending: bool = True) -> Floor:
+           descending: bool = True, order: Sequence[Any] = ()) -> Floor:
     def floor(conn: sa.Connection) -> bytes:
-        rows = conn.execute(builds_statement(where, limit=limit, descending=descending))
+        rows = conn.execute(builds_statement(where, limit=limit, descending=descending,
+                                             order=order))
         items = [_build(r) for r in rows]
         if properties and items:
             bp = s.build_properties

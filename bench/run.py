@@ -420,7 +420,9 @@ def measure_floor(engine: sa.Engine, floor: Callable[[sa.Connection], Any], n: i
 
 PLAN_PATHS = ["/builds?limit=50&order=-buildid",
               "/builds?builderid={builderid}&limit=50&order=-buildid",
-              "/builds?results=2&limit=50&order=-buildid"]
+              "/builds?results=2&limit=50&order=-buildid",
+              "/builds?complete=false&limit=50&order=-buildid",
+              "/builds?limit=50&order=-started_at"]
 
 
 def server_statements(url: str, engine: sa.Engine, path: str) -> list[tuple[str, Any]]:
@@ -505,41 +507,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"server ({server.how}) pid {server.pid} on port {server.port}, "
               f"idle RSS {report['idle_rss_mb']:.1f} MB; {builds:,} builds")
         print(HEADER, flush=True)
-        one_client_rps = None
+        state: dict[str, Any] = {}
         for sc in scenarios:
-            res = Result(sc.name, sc.kind, clients=sc.clients, note=sc.note)
-            n = min(args.iterations, sc.max_iterations or args.iterations)
-            try:
-                if sc.kind == "raw" and ids.big_logid is None:
-                    raise HttpError("no big-stdio log: generate with --big-log-mb")
-                if sc.kind != "count":
-                    res.path = sc.url_path(ids)
-                floor = (sc.floor(ids) if sc.floor is not None and not args.no_floor
-                         else None)
-                if sc.kind in ("api", "raw"):
-                    await measure_api(server, sc, res.path, n, res, engine, floor)
-                elif sc.kind == "load":
-                    await measure_load(server, res.path, sc.clients, args.load_seconds, res)
-                    if sc.clients == 1:
-                        one_client_rps = res.rps
-                    elif one_client_rps and res.rps:
-                        res.speedup_vs_1 = res.rps / one_client_rps
-            except (TimeoutError, OSError, asyncio.IncompleteReadError, HttpError, ValueError, RuntimeError) as e:
-                res.ok, res.error = False, f"{type(e).__name__}: {e}".strip()[:300]
-            # floors not measured beside the requests (failed, load, count): on their own
-            if (sc.floor is not None and not args.no_floor and res.floor_median_ms is None
-                    and not res.floor_error):
-                try:
-                    measure_floor(engine, sc.floor(ids), n if sc.kind != "load" else
-                                  args.iterations, res)
-                except Exception as e:  # noqa: BLE001 - reported; the other scenarios run
-                    res.floor_error = f"{type(e).__name__}: {e}"[:300]
-            # under load, latency is queueing: the load lines compare throughputs instead
-            if (res.ok and res.median_ms and res.floor_median_ms and sc.kind != "count"
-                    and not (sc.kind == "load" and sc.clients > 1)):
-                res.ratio = res.median_ms / res.floor_median_ms
+            res = await run_scenario(args, server, engine, ids, sc, state)
             report["results"].append(asdict(res))
             print(format_line(res), flush=True)
+        if args.extra_indexes:
+            await with_extra_indexes(args, server, engine, ids, scenarios, report, state)
         report["final_rss_mb"] = server.memory().get("VmRSS", 0) / 2**20
     finally:
         server.stop()
@@ -547,6 +521,76 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         report["plans"] = query_plans(args.db, engine, ids)
     engine.dispose()
     return report
+
+
+async def run_scenario(args: argparse.Namespace, server: Server, engine: sa.Engine, ids: Ids,
+                       sc: Scenario, state: dict[str, Any], suffix: str = "") -> Result:
+    """Measure one scenario (and its floor); ``state`` carries the one-client load rate."""
+    res = Result(sc.name + suffix, sc.kind, clients=sc.clients, note=sc.note)
+    n = min(args.iterations, sc.max_iterations or args.iterations)
+    try:
+        if sc.kind == "raw" and ids.big_logid is None:
+            raise HttpError("no big-stdio log: generate with --big-log-mb")
+        if sc.kind != "count":
+            res.path = sc.url_path(ids)
+        floor = sc.floor(ids) if sc.floor is not None and not args.no_floor else None
+        if sc.kind in ("api", "raw"):
+            await measure_api(server, sc, res.path, n, res, engine, floor)
+        elif sc.kind == "load":
+            await measure_load(server, res.path, sc.clients, args.load_seconds, res)
+            if sc.clients == 1:
+                state["one_client_rps"] = res.rps
+            elif state.get("one_client_rps") and res.rps:
+                res.speedup_vs_1 = res.rps / state["one_client_rps"]
+    except (TimeoutError, OSError, asyncio.IncompleteReadError, HttpError, ValueError,
+            RuntimeError) as e:
+        res.ok, res.error = False, f"{type(e).__name__}: {e}".strip()[:300]
+    # floors not measured beside the requests (failed, load, count): on their own
+    if (sc.floor is not None and not args.no_floor and res.floor_median_ms is None
+            and not res.floor_error):
+        try:
+            measure_floor(engine, sc.floor(ids), n if sc.kind != "load" else
+                          args.iterations, res)
+        except Exception as e:  # noqa: BLE001 - reported; the other scenarios run
+            res.floor_error = f"{type(e).__name__}: {e}"[:300]
+    # under load, latency is queueing: the load lines compare throughputs instead
+    if (res.ok and res.median_ms and res.floor_median_ms and sc.kind != "count"
+            and not (sc.kind == "load" and sc.clients > 1)):
+        res.ratio = res.median_ms / res.floor_median_ms
+    return res
+
+
+async def with_extra_indexes(args: argparse.Namespace, server: Server, engine: sa.Engine,
+                             ids: Ids, scenarios: list[Scenario], report: dict[str, Any],
+                             state: dict[str, Any]) -> None:
+    """Add the opt-in extra indexes the scenarios name, measure those scenarios again
+    (their floors too, which then use the indexes as well), and drop the indexes added."""
+    from buildbot_rest.db import extra_indexes
+
+    served = [sc for sc in scenarios if sc.extra_indexes]
+    names = sorted({name for sc in served for name in sc.extra_indexes})
+    if not served:
+        return
+    started = time.monotonic()
+    added = extra_indexes.add(engine, names)
+    # SQLite keeps EXPLAIN results of statements prepared before a schema change: fresh
+    # connections for the plans (here and after the drop)
+    engine.dispose()
+    report["extra_indexes"] = {"names": names, "added": added,
+                               "build_seconds": time.monotonic() - started}
+    print(f"-- with the extra indexes {', '.join(names)} "
+          f"(built in {report['extra_indexes']['build_seconds']:.1f}s):", flush=True)
+    try:
+        for sc in served:
+            res = await run_scenario(args, server, engine, ids, sc, state, " +index")
+            report["results"].append(asdict(res))
+            print(format_line(res), flush=True)
+        if not args.no_plans:
+            report["plans_with_indexes"] = query_plans(args.db, engine, ids)
+    finally:
+        if added:
+            extra_indexes.drop(engine, added)
+            engine.dispose()
 
 
 # -- the report ---------------------------------------------------------------------------
@@ -593,7 +637,10 @@ def format_report(report: dict[str, Any]) -> str:
              (f"idle RSS {_f(report.get('idle_rss_mb'), ' MB')}, "
              f"at the end {_f(report.get('final_rss_mb'), ' MB')}"), "", HEADER]
     lines += [format_line(r) for r in report["results"]]
-    return "\n".join(lines) + "\n" + format_plans(report["plans"])
+    text = "\n".join(lines) + "\n" + format_plans(report["plans"])
+    if report.get("plans_with_indexes"):
+        text += "\nwith the extra indexes:\n" + format_plans(report["plans_with_indexes"])
+    return text
 
 
 def format_plans(plans: list[dict[str, Any]]) -> str:
@@ -627,12 +674,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="the server's output (default /tmp/bench-server.log)")
     parser.add_argument("--no-floor", action="store_true", help="skip the floors")
     parser.add_argument("--no-plans", action="store_true", help="skip the query plans")
+    parser.add_argument("--extra-indexes", action="store_true",
+                        help="then add the opt-in extra indexes (buildbot-rest indexes add), "
+                             "measure the scenarios they serve again, and drop them")
     args = parser.parse_args(argv)
     if args.iterations < 1:
         parser.error("--iterations must be at least 1")
     report = asyncio.run(run(args))
     text = format_report(report)
     print(format_plans(report["plans"]), end="")
+    if report.get("plans_with_indexes"):
+        print("\nwith the extra indexes:\n" + format_plans(report["plans_with_indexes"]), end="")
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

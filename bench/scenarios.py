@@ -53,6 +53,9 @@ class Scenario:
     max_iterations: int | None = None
     clients: int = 1
     note: str = ""
+    #: the opt-in extra indexes (``buildbot-rest indexes``) that serve this request; with
+    #: ``bench.run --extra-indexes`` it is measured again with them
+    extra_indexes: tuple[str, ...] = ()
 
     def url_path(self, ids: Ids) -> str:
         return "/api/v2" + self.path.format(**vars(ids))
@@ -70,7 +73,8 @@ def _scenarios() -> list[Scenario]:
         Scenario("builds complete=false", "api", "/builds?complete=false",
                  lambda i: f.builds([b.c.complete_at.is_(None)], limit=None,
                                     descending=False),
-                 note="not indexed: scans builds"),
+                 note="not indexed: scans builds",
+                 extra_indexes=("bbrest_builds_complete_at",)),
         Scenario("builds unpaged (all)", "api", "/builds",
                  lambda i: f.builds_all_streamed(), max_iterations=3,
                  note="floor encodes in batches of 2000 rows"),
@@ -90,13 +94,24 @@ def _scenarios() -> list[Scenario]:
         # -- filters ----------------------------------------------------------------------
         Scenario("builds builderid= (indexed)", "api",
                  f"/builds?builderid={{builderid}}&{PAGE}",
-                 lambda i: f.builds([b.c.builderid == i.builderid])),
+                 lambda i: f.builds([b.c.builderid == i.builderid]),
+                 note="reads the builder's builds, then sorts",
+                 extra_indexes=("bbrest_builds_builderid_id",)),
         Scenario("builder's builds -number (indexed)", "api",
                  "/builders/{builderid}/builds?limit=50&order=-number",
                  lambda i: f.builds([b.c.builderid == i.builderid]),
                  note="floor orders by buildid: same rows"),
         Scenario("builds results=2 (not indexed)", "api", f"/builds?results=2&{PAGE}",
-                 lambda i: f.builds([b.c.results == 2])),
+                 lambda i: f.builds([b.c.results == 2]),
+                 extra_indexes=("bbrest_builds_results",)),
+        Scenario("builds -started_at (not indexed)", "api",
+                 "/builds?limit=50&order=-started_at",
+                 lambda i: f.builds(order=[b.c.started_at.desc()]),
+                 extra_indexes=("bbrest_builds_started_at",)),
+        Scenario("builds complete=false paged (not indexed)", "api",
+                 f"/builds?complete=false&{PAGE}",
+                 lambda i: f.builds([b.c.complete_at.is_(None)]),
+                 extra_indexes=("bbrest_builds_complete_at",)),
         Scenario("builds state_string__contains (not indexed)", "api",
                  f"/builds?state_string__contains=failed&{PAGE}",
                  lambda i: f.builds([b.c.state_string.contains("failed",
@@ -106,7 +121,8 @@ def _scenarios() -> list[Scenario]:
         Scenario("COUNT builds builderid=", "count",
                  floor=lambda i: f.count(b, b.c.builderid == i.builderid)),
         Scenario("COUNT builds results=2", "count",
-                 floor=lambda i: f.count(b, b.c.results == 2)),
+                 floor=lambda i: f.count(b, b.c.results == 2),
+                 extra_indexes=("bbrest_builds_results",)),
         Scenario("COUNT buildrequests", "count", floor=lambda i: f.count(s.buildrequests)),
         Scenario("COUNT changes", "count", floor=lambda i: f.count(s.changes)),
         Scenario("COUNT sourcestamps", "count", floor=lambda i: f.count(s.sourcestamps)),

@@ -35,6 +35,8 @@ class Options(usage.Options):
         ["base-url", None, None,
          "the server's public URL, used in links [default: derived from --port]"],
         ["config", None, None, "a TOML configuration file"],
+        ["access-log", None, None,
+         'one line per request: "-" (the server log), "off", or a file [default: -]'],
     ]
 
     def opt_pool_size(self, value: str) -> None:
@@ -74,6 +76,7 @@ class Options(usage.Options):
             "base_url": self["base-url"],
             "pool_size": self["pool-size"],
             "demo": True if self["demo"] else None,
+            "access_log": self["access-log"],
         }
         try:
             if self["config"]:
@@ -136,6 +139,23 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--builds", type=int, default=200, help="builds to make [200]")
     demo.add_argument("--seed", type=int, default=1, help="random seed [1]")
 
+    indexes = sub.add_parser(
+        "indexes", help="list, add or drop the optional extra indexes (never created "
+        "otherwise)",
+        description="Optional indexes that speed up some /builds queries. Neither the server "
+        "nor create-db creates them; drop them before `buildbot upgrade-master` migrates the "
+        "schema and add them again afterwards.")
+    actions = indexes.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, help_text in (
+            ("list", "print each extra index and whether the database has it"),
+            ("add", "create the extra indexes (all, or those named)"),
+            ("drop", "drop the extra indexes (all, or those named)")):
+        parser_ = actions.add_parser(action, help=help_text)
+        parser_.add_argument("--db", default=DEFAULT_DB_URL, help="database URL")
+        if action != "list":
+            parser_.add_argument("names", nargs="*", metavar="NAME",
+                                 help="an index name (see `indexes list`); default: all")
+
     sub.add_parser("serve", add_help=False,
                    help="run the server in the foreground (options as twistd buildbot-rest)")
     return parser
@@ -150,10 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(args)
     from buildbot_rest.db import DatabaseError, DatabaseUnavailable
     try:
-        command = {"create-db": _create_db, "check-db": _check_db, "demo-db": _demo_db}
+        command = {"create-db": _create_db, "check-db": _check_db, "demo-db": _demo_db,
+                   "indexes": _indexes}
         return command[ns.command](ns)
     except (DatabaseError, DatabaseUnavailable, ValueError) as e:
-        print(f"buildbot-rest {ns.command}: {_one_line(e)}", file=sys.stderr)
+        name = " ".join(filter(None, (ns.command, getattr(ns, "action", None))))
+        print(f"buildbot-rest {name}: {_one_line(e)}", file=sys.stderr)
         return 1
 
 
@@ -209,6 +231,34 @@ def _demo_db(ns: argparse.Namespace) -> int:
         db.stop()
     print(f"{db.safe_url}: added {counts['builds']} builds, {counts['changes']} changes "
           f"and {counts['logs']} logs")
+    return 0
+
+
+def _indexes(ns: argparse.Namespace) -> int:
+    from buildbot_rest.db import extra_indexes
+    # Unknown names fail before the database is even opened.
+    chosen = extra_indexes.select(getattr(ns, "names", None) or None)
+    db = _open(ns.db, must_exist=True)
+    try:
+        if ns.action == "list":
+            found = extra_indexes.status(db.engine)
+            width = max(len(extra.name) for extra, _ in found)
+            label_width = max(len(extra.label) for extra, _ in found)
+            for extra, present in found:
+                print(f"{extra.name:<{width}}  {extra.label:<{label_width}}  "
+                      f"{'present' if present else 'absent':<7}  {extra.description}")
+            return 0
+        wanted = [extra.name for extra in chosen]
+        if ns.action == "add":
+            done = set(extra_indexes.add(db.engine, wanted))
+            verbs = ("created", "already present")
+        else:
+            done = set(extra_indexes.drop(db.engine, wanted))
+            verbs = ("dropped", "absent")
+    finally:
+        db.stop()
+    for name in wanted:
+        print(f"{name}: {verbs[0] if name in done else verbs[1]}")
     return 0
 
 

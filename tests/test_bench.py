@@ -60,3 +60,33 @@ def test_failing_scenario_is_reported_not_raised(tiny_db: str, tmp_path: Path,
                      "--out", str(report_path)]) == 0
     (result,) = json.loads(report_path.read_text())["results"]
     assert not result["ok"] and "404" in result["error"]
+
+
+def test_extra_indexes_are_measured_then_dropped(tiny_db: str, tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    out = tmp_path / "idx.json"
+    assert run.main(["--db", tiny_db, "--server", "script", "--iterations", "2",
+                     "--server-log", str(tmp_path / "server.log"), "--extra-indexes",
+                     "--scenarios", "results=2", "started_at (", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    names = [r["name"] for r in report["results"]]
+    measured = ["builds results=2 (not indexed)", "builds -started_at (not indexed)",
+                "COUNT builds results=2"]
+    assert names == measured + [name + " +index" for name in measured]
+    assert all(r["ok"] and (r["ratio"] or r["kind"] == "count") for r in report["results"])
+    assert report["extra_indexes"]["added"] == ["bbrest_builds_results",
+                                                "bbrest_builds_started_at"]
+    with_indexes = " ".join(" ".join(p["plan"]) for p in report["plans_with_indexes"])
+    assert "bbrest_builds_results" in with_indexes
+    assert "bbrest_builds_started_at" in with_indexes
+    assert "bbrest_" not in " ".join(" ".join(p["plan"]) for p in report["plans"])
+    # the database is left as it was
+    engine = make_engine(tiny_db, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            assert not [i for i in sa.inspect(conn).get_indexes("builds")
+                        if i["name"].startswith("bbrest_")]
+    finally:
+        engine.dispose()
+    assert "with the extra indexes" in out.with_suffix(".txt").read_text()
