@@ -83,7 +83,7 @@ def free_port() -> int:
 class Server:
     """The server subprocess: start, wait until it answers, read its memory, stop."""
 
-    def __init__(self, url: str, how: str, log_path: Path) -> None:
+    def __init__(self, url: str, how: str, log_path: Path, access_log: str = "-") -> None:
         self.url = url
         self.port = free_port()
         self.log_path = log_path
@@ -93,7 +93,8 @@ class Server:
         if how == "plugin":
             cmd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
                    "-n", "--pidfile=", "buildbot-rest", "--db", url,
-                   "--port", f"tcp:{self.port}:interface=127.0.0.1"]
+                   "--port", f"tcp:{self.port}:interface=127.0.0.1",
+                   "--access-log", access_log]
         else:
             cmd = [sys.executable, "-m", "bench.run", "--serve", url, str(self.port)]
         self.log = open(log_path, "wb")  # noqa: SIM115 - open as long as the server
@@ -493,10 +494,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         builds = conn.execute(sa.text("select count(*) from builds")).scalar()
     scenarios = select(args.scenarios)
     log_path = Path(args.server_log)
-    server = Server(args.db, args.server, log_path)
+    access_log = args.access_log or str(log_path.with_suffix(".access.log"))
+    server = Server(args.db, args.server, log_path, access_log)
     report: dict[str, Any] = {
         "database": engine.url.render_as_string(hide_password=True),
         "dialect": engine.dialect.name, "builds": builds, "server": server.how,
+        "access_log": access_log if server.how == "plugin" else "none",
         "iterations": args.iterations, "python": platform.python_version(),
         "cpus": os.cpu_count(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "results": [], "plans": [],
@@ -633,7 +636,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [(f"buildbot_rest benchmark, {report['date']}: {report['database']} "
              f"({report['builds']:,} builds), server: {report['server']}, "
              f"{report['iterations']} iterations, Python {report['python']}, "
-             f"{report['cpus']} CPUs"),
+             f"{report['cpus']} CPUs, access log: {report.get('access_log', '-')}"),
              (f"idle RSS {_f(report.get('idle_rss_mb'), ' MB')}, "
              f"at the end {_f(report.get('final_rss_mb'), ' MB')}"), "", HEADER]
     lines += [format_line(r) for r in report["results"]]
@@ -668,6 +671,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", choices=("auto", "plugin", "script"), default="auto",
                         help="start `twistd buildbot-rest` (plugin) or bench's own server "
                              "(script); auto takes the plugin when installed")
+    parser.add_argument("--access-log", metavar="WHERE",
+                        help="the plugin server's --access-log: -, off or a file (default: a "
+                             "file beside --server-log, as a production server would keep)")
     parser.add_argument("--out", help="write the JSON report here, and the text table "
                                       "beside it (.txt)")
     parser.add_argument("--server-log", default="/tmp/bench-server.log",

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -49,6 +49,17 @@ class Field:
         return isinstance(col, sa.Column) and bool(col.nullable)
 
 
+def _needs_conversion(f: Field) -> bool:
+    """Whether a field's database value must go through ``from_db``: integers that the
+    driver already returns as integers (or NULL) need not."""
+    base = f.type.inner if isinstance(f.type, t.NoneOk) else f.type
+    if type(base).from_db is t.FieldType.from_db:
+        return False
+    sql_type = getattr(f.sql, "type", None)
+    return not (isinstance(base, t.Integer) and isinstance(sql_type, sa.Integer)
+                and not isinstance(sql_type, sa.Boolean))
+
+
 class ResourceType:
     """A resource type: its entity's fields, the SQL that yields its rows, and its endpoints.
 
@@ -70,11 +81,14 @@ class ResourceType:
     def __init__(self) -> None:
         self.field_map: dict[str, Field] = {f.name: f for f in self.fields}
         self.field_types: dict[str, t.FieldType] = {f.name: f.type for f in self.fields}
-        # (label, converter or None when the database value is the JSON value), for to_item
-        self._row_columns: list[tuple[str, Callable[[Any], Any] | None]] = [
-            (f.name, None if type(f.type).from_db is t.FieldType.from_db else f.type.from_db)
-            for f in self.fields if f.sql is not None]
-        self._row_columns += [(col.name, None) for col in self.extra_columns]
+        #: (label, converter) of the fields whose database value is not already the JSON
+        #: value, for :meth:`to_items`
+        self._converters: list[tuple[str, Callable[[Any], Any]]] = [
+            (f.name, f.type.from_db) for f in self.fields
+            if f.sql is not None and _needs_conversion(f)]
+        self._select: sa.Select[Any] | None = None
+        self._private: list[str] = [col.name for col in self.extra_columns
+                                    if col.name.startswith("_")]
 
     @property
     def entity_type(self) -> t.Entity:
@@ -90,28 +104,39 @@ class ResourceType:
         return None
 
     def select(self) -> sa.Select[Any]:
-        """The base statement: every SQL field labelled with its name, plus extras."""
-        columns = [f.sql.label(f.name) for f in self.fields if f.sql is not None]
-        return sa.select(*columns, *self.extra_columns).select_from(self.from_clause())
+        """The base statement: every SQL field labelled with its name, plus extras.
+        (Built once: statements are immutable, each request derives its own.)"""
+        if self._select is None:
+            columns = [f.sql.label(f.name) for f in self.fields if f.sql is not None]
+            self._select = sa.select(*columns, *self.extra_columns).select_from(
+                self.from_clause())
+        return self._select
 
-    def to_item(self, row: Any) -> dict[str, Any]:
-        """Turn one result row (a mapping) into an entity dict (computed fields missing)."""
-        item: dict[str, Any] = {}
-        for name, convert in self._row_columns:
-            value = row[name]
-            item[name] = value if convert is None else convert(value)
-        return item
+    def to_items(self, keys: Sequence[str], rows: Iterable[Sequence[Any]]
+                 ) -> list[dict[str, Any]]:
+        """Entity dicts (computed fields missing) from result rows whose columns are
+        labelled ``keys``; the few values that need it are converted."""
+        items = [dict(zip(keys, row)) for row in rows]
+        for name, convert in self._converters:
+            for item in items:
+                item[name] = convert(item[name])
+        return items
 
     def complete(self, conn: sa.Connection, items: list[dict[str, Any]],
                  spec: ResultSpec | None, ctx: Context) -> None:
         """Fill in the computed fields of ``items`` in place (batched, in the DB thread).
         ``spec`` is None when items are embedded in another entity."""
 
-    @staticmethod
-    def strip_private(items: list[dict[str, Any]]) -> None:
-        for item in items:
-            for key in [k for k in item if k.startswith("_")]:
-                del item[key]
+    def strip_private(self, items: list[dict[str, Any]]) -> None:
+        """Drop the ``_``-labelled helper values (extra columns, and any a ``complete``
+        hook added) from every item."""
+        if not items:
+            return
+        private = set(self._private)
+        private.update(k for k in items[0] if k.startswith("_"))
+        for key in private:
+            for item in items:
+                item.pop(key, None)
 
 
 class Endpoint:

@@ -156,7 +156,8 @@ def _split(rtype: ResourceType, spec: ResultSpec) -> tuple[list[Any], list[Filte
 
 def _items(conn: sa.Connection, rtype: ResourceType, stmt: sa.Select[Any],
            spec: ResultSpec | None, ctx: Context) -> list[dict[str, Any]]:
-    items = [rtype.to_item(row) for row in conn.execute(stmt).mappings().all()]
+    result = conn.execute(stmt)
+    items = rtype.to_items(list(result.keys()), result.all())
     if items:
         rtype.complete(conn, items, spec, ctx)
     return items
@@ -295,7 +296,8 @@ def iter_batches(conn: sa.Connection, ctx: Context, rtype: ResourceType, spec: R
     stmt = stmt.order_by(*order_clauses(rtype, spec.order))
 
     result = conn.execution_options(stream_results=True, yield_per=batch).execute(stmt)
-    for rows in result.mappings().partitions(batch):
-        items = [rtype.to_item(row) for row in rows]
+    keys = list(result.keys())
+    for rows in result.partitions(batch):
+        items = rtype.to_items(keys, rows)
         rtype.complete(conn, items, spec, ctx)
         yield _finish(rtype, spec, items)

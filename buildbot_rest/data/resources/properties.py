@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -218,13 +219,15 @@ class _SourcedPropertyList(PropertyList):
     table: ClassVar[sa.Table]
     change: ClassVar[bool] = False
 
-    def to_item(self, row: Any) -> dict[str, Any]:
-        item = super().to_item(row)
-        pair = split_sourced(row["_text"], change=self.change)
-        if pair is not None:
-            item["value"] = json.dumps(pair[0])
-            item["source"] = pair[1]
-        return item
+    def to_items(self, keys: Sequence[str], rows: Iterable[Sequence[Any]]
+                 ) -> list[dict[str, Any]]:
+        items = super().to_items(keys, rows)
+        for item in items:
+            pair = split_sourced(item["_text"], change=self.change)
+            if pair is not None:
+                item["value"] = json.dumps(pair[0])
+                item["source"] = pair[1]
+        return items
 
     def from_clause(self) -> sa.FromClause:
         return self.table
