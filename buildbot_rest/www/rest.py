@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -27,8 +26,16 @@ log = Logger()
 
 #: bytes written per ``request.write`` when streaming
 WRITE_SIZE = 64 * 1024
-#: unpaged collections of more items than this are streamed
-STREAM_ABOVE = 1000
+#: rows per batch of a streamed collection; an unpaged collection shorter than one batch
+#: is answered in one piece, with a Content-Length
+STREAM_BATCH = 2000
+
+
+class _Whole:
+    """The first and only batch of a collection: answered whole, not streamed."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
 
 
 class Responder:
@@ -177,14 +184,10 @@ class RestResource(Resource):
             await self._send_raw(responder, endpoint, raw)
             return
         if endpoint.kind is Kind.COLLECTION and self._streamable(endpoint, spec):
-            # Most unpaged collections are small: one read of up to STREAM_ABOVE + 1 rows
-            # answers those whole; only a longer one is read again and streamed.
-            probe = replace(spec, filters=list(spec.filters), limit=STREAM_ABOVE + 1)
-            result = await endpoint.get(ctx, probe, kwargs)
-            if result is not None and len(result[0]) > STREAM_ABOVE:
-                await self._stream_collection(ctx, endpoint, spec, kwargs, responder,
-                                              compact)
-                return
+            result = await self._stream_collection(ctx, endpoint, spec, kwargs, responder,
+                                                   compact)
+            if result is None:
+                return  # streamed
         else:
             result = await endpoint.get(ctx, spec, kwargs)
         plural = endpoint.rtype.plural
@@ -238,18 +241,25 @@ class RestResource(Resource):
 
     async def _stream_collection(self, ctx: Context, endpoint: Endpoint, spec: ResultSpec,
                                  kwargs: dict[str, Any], responder: Responder,
-                                 compact: bool) -> None:
-        ids = await ctx.resolve(kwargs, unchecked=endpoint.unchecked)
-        where = endpoint.where(ids)
+                                 compact: bool) -> tuple[list[Any], int] | None:
+        """Stream an unpaged collection from a DB thread. One that fits in the first batch
+        (most do) is returned as ``(items, total)`` for a plain response instead."""
         rtype = endpoint.rtype
         # Keys are sorted: a plural after "meta" needs the total before the items.
         total_first = rtype.plural > "meta"
 
         def generate(conn: Any) -> Iterator[Any]:
-            # The count runs on the stream's own connection, just before the rows.
+            where = endpoint.where(ctx.resolve_in(conn, kwargs, endpoint.unchecked))
+            batches = engine.iter_batches(conn, ctx, rtype, spec, where, batch=STREAM_BATCH)
+            first = next(batches, [])
+            if len(first) < STREAM_BATCH:
+                yield _Whole(first)
+                return
+            # The count runs on the stream's own connection, once the first rows are read.
             if total_first:
                 yield engine.count_rows(conn, rtype, spec, where)
-            yield from engine.iter_batches(conn, ctx, rtype, spec, where)
+            yield first
+            yield from batches
 
         writer = encoding.CollectionWriter(rtype.plural, compact)
         stream = ThreadStream(self.reactor)
@@ -258,27 +268,34 @@ class RestResource(Resource):
         responder.on_disconnect(stream.cancel)
         running = ctx.db.pool.do(stream.run, generate)
         try:
-            total = (await stream.next()) if total_first else None
+            piece = await stream.next()
+            if isinstance(piece, _Whole):
+                return piece.items, len(piece.items)
+            total = piece if total_first else None
             if responder.disconnected:
-                return
+                return None
             responder.start(200, encoding.JSON_TYPE)
             responder.write(writer.opening(total))
             count = 0
+            batch = None if total_first else piece
             while True:
-                batch = await stream.next()
                 if batch is None:
-                    break
+                    batch = await stream.next()
+                    if batch is None:
+                        break
                 count += len(batch)
                 responder.write(writer.items(batch))
                 stream.consumed()
+                batch = None
             if responder.disconnected:
-                return
+                return None
             responder.write(writer.closing(None if total_first else count))
         finally:
             stream.cancel()
             request.unregisterProducer()
             await running
         responder.finish()
+        return None
 
     # -- raw downloads ----------------------------------------------------------------
 

@@ -60,9 +60,10 @@ async def test_builds_page_total_and_links(api):
 
 @pytest.fixture
 def stream_above_10(monkeypatch):
-    """Unpaged collections of more than 10 items are streamed (the demo data is small)."""
+    """Unpaged collections are streamed in batches of 10 items, and those of 10 items or
+    more are streamed (the demo data is small)."""
     from buildbot_rest.www import rest
-    monkeypatch.setattr(rest, "STREAM_ABOVE", 10)
+    monkeypatch.setattr(rest, "STREAM_BATCH", 10)
 
 
 @pytest_twisted.ensureDeferred
@@ -221,3 +222,21 @@ async def test_odd_query_input_is_400_not_500(stub):
     r = await stub.get("builds?field=properties&field=buildid&property=*&limit=2")
     assert r.code == 200
     assert all(set(b) == {"properties", "buildid"} for b in r.json["builds"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_streamed_collection_with_total_first_and_missing_parent(api, monkeypatch):
+    from buildbot_rest.www import rest
+    monkeypatch.setattr(rest, "STREAM_BATCH", 2)
+    # "steps" sorts after "meta": the total is counted before the rows are streamed
+    streamed = await api.request("GET", "api/v2/builds/1/steps", raw=True)
+    assert streamed.length is None
+    whole = await api.get("builds/1/steps?limit=1000")
+    doc = json.loads(streamed.body)
+    assert doc["steps"] == whole.json["steps"] and len(doc["steps"]) > 2
+    assert doc["meta"] == {"total": len(doc["steps"])}
+    assert streamed.body.startswith(b'{"meta":{"total":')
+    # the path is resolved in the stream's thread: a missing build is still a 404
+    missing = await api.get("builds/999999/steps")
+    assert missing.code == 404
+    assert "not found" in missing.json["error"]
