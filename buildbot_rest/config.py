@@ -46,12 +46,14 @@ class Config:
     #: where the standalone server writes one line per request: "-" (its own log),
     #: "off", or the path of a file (appended to)
     access_log: str = "-"
+    #: processes answering on the standalone server's port (a tcp: or tcp6: one)
+    workers: int = 1
     forceschedulers: list[dict[str, Any]] = field(default_factory=list)
     #: whether ``base_url`` was derived from ``port`` rather than given
     base_url_derived: bool = field(default=False, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        for name, value in self._settings().items():
+        for name, value in self.settings().items():
             _check(name, value, "")
         if self.port == "":
             object.__setattr__(self, "port", None)
@@ -64,7 +66,8 @@ class Config:
         elif not self.base_url.endswith("/"):
             object.__setattr__(self, "base_url", self.base_url + "/")
 
-    def _settings(self) -> dict[str, Any]:
+    def settings(self) -> dict[str, Any]:
+        """Every setting, as ``Config(**settings)`` takes them (JSON-serialisable)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
 
     @classmethod
@@ -94,7 +97,7 @@ class Config:
         """A copy with the ``overrides`` that are not ``None`` applied.
 
         A derived ``base_url`` is derived again from the new ``port``."""
-        settings = self._settings()
+        settings = self.settings()
         if self.base_url_derived:
             settings["base_url"] = None
         for key, value in overrides.items():
@@ -130,6 +133,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "pool_size": ((int,), "an integer"),
     "demo": ((bool,), "a boolean"),
     "access_log": ((str,), "a string"),
+    "workers": ((int,), "an integer"),
     "forceschedulers": ((list,), "an array of tables"),
 }
 
@@ -144,8 +148,8 @@ def _check(key: str, value: Any, where: str) -> None:
     # bool is an int in Python, but `pool_size = true` is a mistake.
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
         raise ConfigError(f"{where}{key!r} must be {wanted}, not {_type_name(value)}")
-    if key == "pool_size" and isinstance(value, int) and value < 1:
-        raise ConfigError(f"{where}'pool_size' must be at least 1, not {value}")
+    if key in ("pool_size", "workers") and isinstance(value, int) and value < 1:
+        raise ConfigError(f"{where}'{key}' must be at least 1, not {value}")
     if key == "access_log" and not value:
         raise ConfigError(f"{where}'access_log' must be \"-\", \"off\" or a file path, "
                           "not empty")

@@ -45,9 +45,16 @@ class Options(usage.Options):
             raise usage.UsageError(f"--pool-size must be a positive integer, not {value!r}")
         self["pool-size"] = int(value)
 
+    def opt_workers(self, value: str) -> None:
+        """processes answering on the port (a tcp: or tcp6: one) [default: 1]"""
+        if not value.isdigit() or int(value) < 1:
+            raise usage.UsageError(f"--workers must be a positive integer, not {value!r}")
+        self["workers"] = int(value)
+
     def __init__(self) -> None:
         super().__init__()
         self["pool-size"] = None
+        self["workers"] = None
 
     def opt_version(self) -> None:
         """Print the version and exit."""
@@ -77,6 +84,7 @@ class Options(usage.Options):
             "pool_size": self["pool-size"],
             "demo": True if self["demo"] else None,
             "access_log": self["access-log"],
+            "workers": self["workers"],
         }
         try:
             if self["config"]:

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any, cast
 
 import sqlalchemy as sa
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, endpoints, task
+from twisted.internet.address import IPv6Address
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
@@ -16,6 +19,7 @@ from twisted.web.server import Request, Site
 from buildbot_rest.config import Config, ConfigError, derive_base_url
 from buildbot_rest.data.connector import DataConnector
 from buildbot_rest.db import Database, schema
+from buildbot_rest.workers import WorkerProcesses, worker_config
 
 log = Logger()
 
@@ -36,7 +40,8 @@ class RestService(MultiService):
     """
 
     def __init__(self, config: Config, *, reactor: Any = None,
-                 shutdown_timeout: float = SHUTDOWN_TIMEOUT) -> None:
+                 shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+                 inherited_socket: tuple[int, int] | None = None) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -51,6 +56,10 @@ class RestService(MultiService):
         self._requests = _InFlight(reactor)
         self._listener: _Listener | None = None
         self._access_file: Any = None
+        #: (descriptor, address family) of a listening socket to serve (a worker's)
+        self._inherited = inherited_socket
+        self._adopted: Any = None
+        self._workers: WorkerProcesses | None = None
 
     # -- set-up (synchronous) -------------------------------------------------------------
 
@@ -65,8 +74,13 @@ class RestService(MultiService):
                 endpoints.serverFromString(self._reactor, self.config.port)
             except ValueError as e:
                 raise ConfigError(f"invalid port {self.config.port!r}: {e}") from None
+        if self.config.workers > 1 and (self.config.port or "").partition(":")[0] not in (
+                "tcp", "tcp6"):
+            raise ConfigError(f"workers = {self.config.workers} needs a tcp: or tcp6: port, "
+                              f"not {self.config.port!r}")
         access_log = self.config.access_log
-        if self.config.port is not None and access_log not in ("-", "off"):
+        serving = self.config.port is not None or self._inherited is not None
+        if serving and access_log not in ("-", "off"):
             try:  # opened now, so that a bad path stops the start with one line
                 self._access_file = _open_access_log(access_log)
             except OSError as e:
@@ -122,7 +136,13 @@ class RestService(MultiService):
         self.prepare()
         assert self.db is not None
         self.db.start()
-        if self.config.port is not None and self._listener is None:
+        if self._inherited is not None and self._adopted is None:
+            self.site = _Site(self.root_resource(), self.config.access_log,
+                              self._access_file, self._reactor)
+            fileno, family = self._inherited
+            os.set_blocking(fileno, False)  # a blocking accept would stall the reactor
+            self._adopted = self._reactor.adoptStreamPort(fileno, family, self.site)
+        elif self.config.port is not None and self._listener is None:
             self.site = _Site(self.root_resource(), self.config.access_log,
                               self._access_file, self._reactor)
             self._listener = _Listener(self.config.port, self.site, self._reactor,
@@ -147,12 +167,23 @@ class RestService(MultiService):
             if number is not None:
                 self.connector.base_url = derive_base_url(
                     f"{self.config.port.partition(':')[0]}:{number}")
+        if self.config.workers > 1 and self.connector is not None:
+            self._workers = WorkerProcesses(self._reactor)
+            family = socket.AF_INET6 if isinstance(address, IPv6Address) else socket.AF_INET
+            self._workers.start(self.config.workers - 1, port.fileno(), family,
+                                worker_config(self.config, self.connector.base_url))
 
     def stopService(self) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
         await super().stopService()  # stops listening first
+        if self._adopted is not None:
+            await defer.maybeDeferred(self._adopted.stopListening)
+            self._adopted = None
+        if self._workers is not None:
+            await self._workers.stop()  # each finishes its requests
+            self._workers = None
         pending = len(self._requests)
         if pending:
             log.info("waiting for {n} requests in flight", n=pending)
@@ -164,8 +195,45 @@ class RestService(MultiService):
         log.info("stopped")
 
 
-def _open_access_log(path: str) -> Any:
-    return open(path, "a", buffering=1 << 16, encoding="utf-8", newline="\n")  # noqa: SIM115
+def _open_access_log(path: str) -> _AccessLogFile:
+    return _AccessLogFile(path)
+
+
+class _AccessLogFile:
+    """An access log file written in blocks of whole lines, so that several processes
+    (workers) can append to one file without cutting each other's lines."""
+
+    BLOCK = 1 << 16
+
+    def __init__(self, path: str) -> None:
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._lines: list[str] = []
+        self._size = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+    def write(self, line: str) -> None:
+        self._lines.append(line)
+        self._size += len(line)
+        if self._size >= self.BLOCK:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._lines or self._fd is None:
+            return
+        data = "".join(self._lines).encode("utf-8")
+        self._lines, self._size = [], 0
+        view = memoryview(data)
+        while view:  # one write with O_APPEND; the loop only for a short write
+            view = view[os.write(self._fd, view):]
+
+    def close(self) -> None:
+        if self._fd is not None:
+            self.flush()
+            os.close(self._fd)
+            self._fd = None
 
 
 class _Site(Site):

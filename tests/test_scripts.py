@@ -111,8 +111,9 @@ def test_options_override_the_file(tmp_path: Path) -> None:
                     'access_log = "http.log"\n')
     options = scripts.Options()
     options.parseOptions(["--config", str(path), "--port", "tcp:9100", "--demo",
-                          "--access-log", "off"])
+                          "--access-log", "off", "--workers", "3"])
     config = options["config_object"]
+    assert config.workers == 3
     assert config.access_log == "off"
     assert config.db_url == "sqlite:///a.sqlite"
     assert config.port == "tcp:9100"
@@ -124,6 +125,7 @@ def test_options_override_the_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("argv, message", [
     (["--bogus"], "option --bogus not recognized"),
     (["--pool-size", "x"], "--pool-size must be a positive integer, not 'x'"),
+    (["--workers", "0"], "--workers must be a positive integer, not '0'"),
     (["--config", "/no/such.toml"], "cannot read configuration file /no/such.toml"),
     (["extra"], "unexpected argument 'extra'"),
 ])
