@@ -16,6 +16,7 @@ through its standard output and goes into the parent's log, one line at a time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -114,10 +115,10 @@ class WorkerProcesses:
 
 
 def _signal(transport: Any, name: str) -> None:
-    try:
+    from twisted.internet.error import ProcessExitedAlready
+
+    with contextlib.suppress(ProcessExitedAlready):  # it has ended meanwhile
         transport.signalProcess(name)
-    except Exception:  # noqa: BLE001 - it has already ended
-        pass
 
 
 # -- the worker's side ---------------------------------------------------------------------
