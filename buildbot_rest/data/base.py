@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import BinaryExpression
+from sqlalchemy.sql.util import find_tables
 
 from buildbot_rest.data import types as t
 
@@ -60,6 +63,33 @@ def _needs_conversion(f: Field) -> bool:
                 and not isinstance(sql_type, sa.Boolean))
 
 
+def without_unique_outer_joins(clause: sa.FromClause) -> sa.FromClause:
+    """``clause`` without its trailing LEFT OUTER JOINs that match at most one row each."""
+    while (isinstance(clause, sa.Join) and clause.isouter and not clause.full
+           and _matches_one_row(clause)):
+        clause = clause.left
+    return clause
+
+
+def _matches_one_row(join: sa.Join) -> bool:
+    """Whether the join's condition is ``right.column = <left expression>`` on a column
+    that is unique in the right-hand table."""
+    right, cond = join.right, join.onclause
+    if not isinstance(right, sa.Table) or not isinstance(cond, BinaryExpression):
+        return False
+    if cond.operator is not operators.eq:
+        return False
+    mine = [c for c in (cond.left, cond.right) if isinstance(c, sa.Column) and c.table is right]
+    others = [c for c in (cond.left, cond.right) if c not in mine]
+    if len(mine) != 1 or any(right in find_tables(c) for c in others):
+        return False
+    unique = [{c.name for c in right.primary_key.columns}]
+    unique += [{c.name for c in index.columns} for index in right.indexes if index.unique]
+    unique += [{c.name for c in con.columns} for con in right.constraints
+               if isinstance(con, sa.UniqueConstraint)]
+    return {mine[0].name} in unique
+
+
 class ResourceType:
     """A resource type: its entity's fields, the SQL that yields its rows, and its endpoints.
 
@@ -99,9 +129,12 @@ class ResourceType:
         raise NotImplementedError
 
     def count_from_clause(self) -> sa.FromClause | None:
-        """The from clause without outer joins that cannot change the number of rows
-        (joins on a unique key), for faster counts; None when there are none."""
-        return None
+        """The from clause without the outer joins that cannot change the number of rows
+        (each matches at most one row: on the joined table's primary key or a unique
+        index), for faster counts; None when there are none."""
+        full = self.from_clause()
+        narrow = without_unique_outer_joins(full)
+        return None if narrow is full else narrow
 
     def select(self) -> sa.Select[Any]:
         """The base statement: every SQL field labelled with its name, plus extras.

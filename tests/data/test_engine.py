@@ -179,3 +179,34 @@ def test_streaming_batches_equal_the_collection(db):
                     for i in batch]
         assert engine.count_rows(conn, RTYPE, spec, []) == total
     assert streamed == whole
+
+
+def test_counts_leave_out_outer_joins_that_never_add_rows(db):
+    from buildbot_rest.data.base import without_unique_outer_joins
+    from buildbot_rest.data.resources.buildrequests import BuildRequest
+    from buildbot_rest.data.resources.sourcestamps import SourceStamp
+    from buildbot_rest.data.resources.test_results import TestResult
+
+    # patches.id and buildrequest_claims.brid are unique: those joins never add rows
+    assert SourceStamp().count_from_clause() is s.sourcestamps
+    assert BuildRequest().count_from_clause() is s.buildrequests
+    # a join on two columns, or on a column that is not unique, is kept
+    assert TestResult().count_from_clause() is None
+    j = s.builds.outerjoin(s.steps, s.steps.c.buildid == s.builds.c.id)
+    assert without_unique_outer_joins(j) is j
+    inner = s.builds.join(s.builders, s.builders.c.id == s.builds.c.builderid)
+    assert without_unique_outer_joins(inner) is inner
+    # the counts agree with the rows, with and without a condition on the joined table
+    rtype = SourceStamp()
+    with db.engine.connect() as conn:
+        rows = conn.execute(rtype.select()).all()
+        for where in ([], [s.patches.c.id.is_(None)]):
+            stmt = rtype.select().where(*where)
+            expected = len(conn.execute(stmt).all())
+            assert engine._count(conn, stmt, rtype) == expected
+            assert expected <= len(rows)
+        narrow = engine._narrow_count(rtype.select(), rtype)
+        assert narrow is not None and "patches" not in str(narrow)
+        # a condition on the joined table keeps the join
+        assert engine._narrow_count(rtype.select().where(s.patches.c.id.is_(None)),
+                                    rtype) is None

@@ -87,10 +87,6 @@ class BuildRequest(ResourceType):
         # No join with source stamps: a request whose buildset has none is still listed.
         return br.outerjoin(claims, claims.c.brid == br.c.id)
 
-    def count_from_clause(self) -> sa.FromClause:
-        # buildrequest_claims.brid is unique: the outer join never adds rows.
-        return br
-
     def complete(self, conn: sa.Connection, items: list[dict[str, Any]],
                  spec: ResultSpec | None, ctx: Any) -> None:
         names = spec.properties if spec is not None else None
