@@ -83,7 +83,8 @@ def free_port() -> int:
 class Server:
     """The server subprocess: start, wait until it answers, read its memory, stop."""
 
-    def __init__(self, url: str, how: str, log_path: Path, access_log: str = "-") -> None:
+    def __init__(self, url: str, how: str, log_path: Path, access_log: str = "-",
+                 workers: int = 1) -> None:
         self.url = url
         self.port = free_port()
         self.log_path = log_path
@@ -94,7 +95,7 @@ class Server:
             cmd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
                    "-n", "--pidfile=", "buildbot-rest", "--db", url,
                    "--port", f"tcp:{self.port}:interface=127.0.0.1",
-                   "--access-log", access_log]
+                   "--access-log", access_log, "--workers", str(workers)]
         else:
             cmd = [sys.executable, "-m", "bench.run", "--serve", url, str(self.port)]
         self.log = open(log_path, "wb")  # noqa: SIM115 - open as long as the server
@@ -520,6 +521,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         report["final_rss_mb"] = server.memory().get("VmRSS", 0) / 2**20
     finally:
         server.stop()
+    if args.workers > 1 and server.how == "plugin":
+        await with_workers(args, engine, ids, scenarios, report, state, log_path, access_log)
     if not args.no_plans:
         report["plans"] = query_plans(args.db, engine, ids)
     engine.dispose()
@@ -594,6 +597,33 @@ async def with_extra_indexes(args: argparse.Namespace, server: Server, engine: s
         if added:
             extra_indexes.drop(engine, added)
             engine.dispose()
+
+
+async def with_workers(args: argparse.Namespace, engine: sa.Engine, ids: Ids,
+                       scenarios: list[Scenario], report: dict[str, Any],
+                       state: dict[str, Any], log_path: Path, access_log: str) -> None:
+    """The load scenarios again, on a server started with ``--workers N``; throughputs
+    are compared with the one-process, one-client rate measured before."""
+    loads = [sc for sc in scenarios if sc.kind == "load"]
+    if not loads:
+        return
+    server = Server(args.db, "plugin", log_path.with_suffix(".workers.log"), access_log,
+                    workers=args.workers)
+    try:
+        await server.wait_ready()
+        await asyncio.sleep(2.0)  # the workers start after the parent listens
+        print(f"-- with {args.workers} worker processes:", flush=True)
+        for sc in loads:
+            res = await run_scenario(args, server, engine, ids, sc, dict(state),
+                                     f" ({args.workers} workers)")
+            if sc.clients == 1 or not state.get("one_client_rps") or not res.rps:
+                res.speedup_vs_1 = None
+            else:
+                res.speedup_vs_1 = res.rps / state["one_client_rps"]
+            report["results"].append(asdict(res))
+            print(format_line(res), flush=True)
+    finally:
+        server.stop()
 
 
 # -- the report ---------------------------------------------------------------------------
@@ -674,6 +704,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--access-log", metavar="WHERE",
                         help="the plugin server's --access-log: -, off or a file (default: a "
                              "file beside --server-log, as a production server would keep)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="then run the load scenarios again on a server with this many "
+                             "worker processes (default 1: not)")
     parser.add_argument("--out", help="write the JSON report here, and the text table "
                                       "beside it (.txt)")
     parser.add_argument("--server-log", default="/tmp/bench-server.log",

@@ -90,3 +90,17 @@ def test_extra_indexes_are_measured_then_dropped(tiny_db: str, tmp_path: Path) -
     finally:
         engine.dispose()
     assert "with the extra indexes" in out.with_suffix(".txt").read_text()
+
+
+def test_load_again_with_worker_processes(tiny_db: str, tmp_path: Path) -> None:
+    out = tmp_path / "w.json"
+    assert run.main(["--db", tiny_db, "--server", "plugin", "--iterations", "2",
+                     "--load-seconds", "0.5", "--server-log", str(tmp_path / "server.log"),
+                     "--no-plans", "--workers", "2", "--scenarios", "load 1 ", "load 8",
+                     "--out", str(out)]) == 0
+    results = {r["name"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(results) == {"load 1 clients", "load 8 clients", "load 1 clients (2 workers)",
+                            "load 8 clients (2 workers)"}
+    assert all(r["ok"] and r["errors"] == 0 and r["rps"] > 0 for r in results.values())
+    assert results["load 8 clients (2 workers)"]["speedup_vs_1"] > 0
+    assert "worker 1 started" in (tmp_path / "server.workers.log").read_text()
