@@ -295,7 +295,11 @@ def iter_batches(conn: sa.Connection, ctx: Context, rtype: ResourceType, spec: R
     stmt = (base if base is not None else rtype.select()).where(*where, *sql_where)
     stmt = stmt.order_by(*order_clauses(rtype, spec.order))
 
-    result = conn.execution_options(stream_results=True, yield_per=batch).execute(stmt)
+    if conn.dialect.name == "postgresql":
+        # Every row will be read: plan the cursor for the whole result, not for its first
+        # tenth (which can walk the primary key past a million rows to find a few).
+        conn.exec_driver_sql("SET LOCAL cursor_tuple_fraction = 1.0")
+    result = conn.execute(stmt.execution_options(stream_results=True, yield_per=batch))
     keys = list(result.keys())
     for rows in result.partitions(batch):
         items = rtype.to_items(keys, rows)
