@@ -91,3 +91,21 @@ def test_iter_raw(conn):
     whole = b"".join(logchunks.iter_raw(conn, 1, strip=False))
     assert whole == text(LINES).encode()
     assert list(logchunks.iter_raw(conn, 3, strip=True)) == []
+
+
+def test_strip_stream_prefix_agrees_with_its_definition():
+    # every line loses its first character: checked on many small texts mixing one-stream
+    # chunks (the fast path), several streams, empty lines and non-ASCII starts
+    import random
+
+    rng = random.Random(7)
+    alphabet = ["o", "e", "h", "x", "é", "€", ""]
+    for _ in range(3000):
+        lines = []
+        for _ in range(rng.randint(0, 6)):
+            prefix = "o" if rng.random() < 0.6 else rng.choice(alphabet)
+            lines.append(prefix + "".join(rng.choice(alphabet[:5]) for _ in range(
+                rng.randint(0, 4))))
+        text = "\n".join(lines)
+        expected = "\n".join(line[1:] for line in text.split("\n")).encode()
+        assert logchunks.strip_stream_prefix(text.encode()) == expected, text
