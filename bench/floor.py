@@ -251,5 +251,12 @@ def count(table: sa.Table, *where: Any) -> Floor:
     return floor
 
 
+def page(stmt: sa.Select[Any]) -> Floor:
+    """Only the page query: its rows fetched (their number is the result)."""
+    def floor(conn: sa.Connection) -> int:
+        return len(conn.execute(stmt).all())
+    return floor
+
+
 def _chunks(ids: list[int], size: int = 500) -> list[list[int]]:
     return [ids[i:i + size] for i in range(0, len(ids), size)]

@@ -653,7 +653,8 @@ def format_line(r: Result | dict[str, Any]) -> str:
         notes.append(f"{d['items']} items" + (f", total {d['total']}"
                                              if d["total"] is not None else ""))
     if d["kind"] == "count":
-        notes.append(f"= {d['total']} (SQLAlchemy, no HTTP)")
+        what = "rows" if d["name"].startswith("PAGE") else "="
+        notes.append(f"{what} {d['total']} (SQLAlchemy, no HTTP)")
     if d["floor_error"]:
         notes.append(f"floor failed: {d['floor_error']}")
     floor = None if d["kind"] == "count" else d["floor_median_ms"]

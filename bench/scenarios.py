@@ -3,8 +3,9 @@
 
 A scenario is one kind of request sent again and again: an API read (``api``), a raw log
 download (``raw``, reported in MB/s), or a paged read sent by several clients at once
-(``load``). ``count`` lines time the ``COUNT`` behind ``meta.total`` on its own, directly
-with SQLAlchemy. Paths may name ids found in the database at run time (see :class:`Ids`).
+(``load``). ``count`` lines time one query on its own, directly with SQLAlchemy: the
+``COUNT`` behind ``meta.total`` (``COUNT ...``), or the page query (``PAGE ...``). Paths
+may name ids found in the database at run time (see :class:`Ids`).
 """
 
 from __future__ import annotations
@@ -126,6 +127,13 @@ def _scenarios() -> list[Scenario]:
         Scenario("COUNT buildrequests", "count", floor=lambda i: f.count(s.buildrequests)),
         Scenario("COUNT changes", "count", floor=lambda i: f.count(s.changes)),
         Scenario("COUNT sourcestamps", "count", floor=lambda i: f.count(s.sourcestamps)),
+        # -- the page query on its own (the same at every size) ---------------------------
+        Scenario("PAGE builds", "count", floor=lambda i: f.page(f.builds_statement())),
+        Scenario("PAGE builds builderid=", "count",
+                 floor=lambda i: f.page(f.builds_statement([b.c.builderid == i.builderid]))),
+        Scenario("PAGE buildrequests", "count",
+                 floor=lambda i: f.page(sa.select(s.buildrequests)
+                                        .order_by(s.buildrequests.c.id.desc()).limit(50))),
         # -- raw log download -------------------------------------------------------------
         Scenario("big log raw", "raw", "/logs/{big_logid}/raw",
                  lambda i: f.log_raw(i.big_logid or 0), max_iterations=3),

@@ -32,7 +32,7 @@ def test_runner_reports_ratios(tiny_db: str, tmp_path: Path) -> None:
     out = tmp_path / "tiny.json"
     code = run.main(["--db", tiny_db, "--server", "script", "--iterations", "2",
                      "--load-seconds", "0.3", "--server-log", str(tmp_path / "server.log"),
-                     "--scenarios", "builds paged", "COUNT builds", "load 8",
+                     "--scenarios", "builds paged", "COUNT builds", "PAGE builds", "load 8",
                      "big log raw", "--out", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
@@ -43,6 +43,8 @@ def test_runner_reports_ratios(tiny_db: str, tmp_path: Path) -> None:
     assert paged["ratio"] is not None and paged["ratio"] > 0
     assert paged["floor_median_ms"] > 0 and paged["items"] == 20
     assert results["COUNT builds"]["total"] == 20
+    assert results["PAGE builds"]["total"] == 20  # rows of the page query (limit 50)
+    assert results["PAGE builds"]["median_ms"] > 0
     assert results["load 8 clients"]["errors"] == 0
     assert report["idle_rss_mb"] > 0
     assert any(p["plan"] for p in report["plans"])
