@@ -113,6 +113,14 @@ class Responder:
     def send(self, status: int, body: bytes, content_type: bytes = encoding.JSON_TYPE,
              headers: dict[bytes, bytes] | None = None) -> None:
         self.start(status, content_type, length=len(body), headers=headers)
+        if self._encoder is not None and not self.disconnected:
+            # A whole body is compressed at once and sent with its length, not chunked.
+            data = self._encoder.compress(body) + self._encoder.flush()
+            self._encoder = None
+            self.request.setHeader(b"content-length", str(len(data)).encode())
+            self.request.write(data)
+            self.request.finish()
+            return
         self.write(body)
         self.finish()
 

@@ -104,6 +104,7 @@ async def test_compression_honours_q_values(api):
     r = await get("gzip;q=0.5, br")
     assert r.header("content-encoding") == "br"
     assert json.loads(brotli.decompress(r.body))["meta"]["total"] > 0
+    assert r.length == len(r.body)  # a whole body is compressed at once, with its length
     r = await get("br;q=0.1, zstd;q=0.9")
     assert r.header("content-encoding") == "zstd"
     body = zstandard.ZstdDecompressor().decompressobj().decompress(r.body)
