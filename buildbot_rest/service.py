@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 from twisted.application.service import MultiService, Service
@@ -19,7 +19,9 @@ from twisted.web.server import Request, Site
 from buildbot_rest.config import Config, ConfigError, derive_base_url
 from buildbot_rest.data.connector import DataConnector
 from buildbot_rest.db import Database, schema
-from buildbot_rest.workers import WorkerProcesses, worker_config
+
+if TYPE_CHECKING:
+    from buildbot_rest.workers import WorkerProcesses
 
 log = Logger()
 
@@ -168,6 +170,8 @@ class RestService(MultiService):
                 self.connector.base_url = derive_base_url(
                     f"{self.config.port.partition(':')[0]}:{number}")
         if self.config.workers > 1 and self.connector is not None:
+            from buildbot_rest.workers import WorkerProcesses, worker_config
+
             self._workers = WorkerProcesses(self._reactor)
             family = socket.AF_INET6 if isinstance(address, IPv6Address) else socket.AF_INET
             self._workers.start(self.config.workers - 1, port.fileno(), family,
