@@ -84,7 +84,7 @@ class RestService(MultiService):
         serving = self.config.port is not None or self._inherited is not None
         if serving and access_log not in ("-", "off"):
             try:  # opened now, so that a bad path stops the start with one line
-                self._access_file = _open_access_log(access_log)
+                self._access_file = _AccessLogFile(access_log)
             except OSError as e:
                 raise ConfigError(f"cannot open the access log {access_log}: "
                                   f"{e.strerror or e}") from None
@@ -197,10 +197,6 @@ class RestService(MultiService):
         if self.db is not None:
             self.db.stop()
         log.info("stopped")
-
-
-def _open_access_log(path: str) -> _AccessLogFile:
-    return _AccessLogFile(path)
 
 
 class _AccessLogFile:

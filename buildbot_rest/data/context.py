@@ -67,8 +67,3 @@ class Context:
                                where: Sequence[Any], base: sa.Select[Any] | None = None
                                ) -> tuple[list[dict[str, Any]], int]:
         return await self.run(engine.fetch_collection, self, rtype, spec, where, base)
-
-    async def fetch_one(self, rtype: ResourceType, spec: ResultSpec | None,
-                        where: Sequence[Any], base: sa.Select[Any] | None = None
-                        ) -> dict[str, Any] | None:
-        return await self.run(engine.fetch_one, self, rtype, spec, where, base)

@@ -285,16 +285,12 @@ class RestResource(Resource):
             responder.start(200, encoding.JSON_TYPE)
             responder.write(writer.opening(total))
             count = 0
-            batch = None if total_first else piece
-            while True:
-                if batch is None:
-                    batch = await stream.next()
-                    if batch is None:
-                        break
+            batch = await stream.next() if total_first else piece
+            while batch is not None:
                 count += len(batch)
                 responder.write(writer.items(batch))
                 stream.consumed()
-                batch = None
+                batch = await stream.next()
             if responder.disconnected:
                 return None
             responder.write(writer.closing(None if total_first else count))
