@@ -21,7 +21,7 @@ import orjson
 import sqlalchemy as sa
 
 from buildbot_rest.db import schema as s
-from buildbot_rest.demo import decompress
+from buildbot_rest.db.logchunks import decompress
 
 Floor = Callable[[sa.Connection], Any]
 
@@ -156,7 +156,7 @@ def buildsets(limit: int = 50) -> Floor:
                       .join_from(bss, ss, ss.c.id == bss.c.sourcestampid)
                       .where(bss.c.buildsetid.in_(ids)).order_by(bss.c.id))
             srows = list(conn.execute(joined))
-            for r, d in zip(srows, _sourcestamps(conn, srows)):
+            for r, d in zip(srows, _sourcestamps(conn, srows), strict=True):
                 stamps[r.buildsetid].append(d)
         items = [{"bsid": r.id, "external_idstring": r.external_idstring, "reason": r.reason,
                   "submitted_at": r.submitted_at, "complete": bool(r.complete),

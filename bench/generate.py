@@ -13,6 +13,7 @@ from typing import TextIO
 
 from buildbot_rest import demo
 from buildbot_rest.db.database import Database, DatabaseError, make_engine
+from buildbot_rest.db.logchunks import ZSTD
 
 
 class ProgressBar:
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big-log-mb", type=float, default=0,
                         help="also write one log of this many MB (slug big-stdio, on step 0 "
                              "of build 1)")
-    parser.add_argument("--big-log-codec", type=int, default=demo.ZSTD, choices=range(6),
+    parser.add_argument("--big-log-codec", type=int, default=ZSTD, choices=range(6),
                         help="its logchunks.compressed code (default 4, zstd)")
     args = parser.parse_args(argv)
     if args.builds < 1:

@@ -429,9 +429,7 @@ PLAN_PATHS = ["/builds?limit=50&order=-buildid",
 
 def server_statements(url: str, engine: sa.Engine, path: str) -> list[tuple[str, Any]]:
     """The SQL the server's engine runs for ``path`` (captured, run in this process)."""
-    from buildbot_rest.data import engine as data_engine
     from buildbot_rest.data.connector import DataConnector
-    from buildbot_rest.data.context import Context
     from buildbot_rest.data.resolve import resolve
     from buildbot_rest.data.resultspec import group, parse_query_string
     from buildbot_rest.db import Database
@@ -443,7 +441,7 @@ def server_statements(url: str, engine: sa.Engine, path: str) -> list[tuple[str,
     route, _, query = path.partition("?")
     endpoint, kwargs = connector.match(tuple(route.strip("/").split("/")))
     spec = connector.parse_spec(endpoint, group(parse_query_string(query.encode())))
-    ctx = Context(connector, endpoint=endpoint, kwargs=kwargs)
+    ctx = connector.context(endpoint, kwargs)
     seen: list[tuple[str, Any]] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
@@ -453,9 +451,9 @@ def server_statements(url: str, engine: sa.Engine, path: str) -> list[tuple[str,
     with engine.connect() as conn:
         sa.event.listen(engine, "before_cursor_execute", record)
         try:
-            ids = resolve(conn, kwargs, tuple(endpoint.unchecked))
-            seen.clear()
-            data_engine.fetch_collection(conn, ctx, endpoint.rtype, spec, endpoint.where(ids))
+            resolve(conn, kwargs, tuple(endpoint.unchecked))
+            seen.clear()  # the page's own statements, without the path's look-ups
+            endpoint.get_in(conn, ctx, spec, kwargs)
         finally:
             sa.event.remove(engine, "before_cursor_execute", record)
     return seen

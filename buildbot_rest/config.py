@@ -48,6 +48,8 @@ class Config:
     access_log: str = "-"
     #: processes answering on the standalone server's port (a tcp: or tcp6: one)
     workers: int = 1
+    #: force schedulers, completed with upstream's defaults here: the data API serves
+    #: them as they are
     forceschedulers: list[dict[str, Any]] = field(default_factory=list)
     #: whether ``base_url`` was derived from ``port`` rather than given
     base_url_derived: bool = field(default=False, init=False, compare=False, repr=False)

@@ -15,26 +15,23 @@ from __future__ import annotations
 
 import base64
 import bisect
-import bz2
+import contextlib
 import functools
 import io
 import itertools
 import json
 import random
 import sqlite3
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import brotli  # type: ignore[import-untyped]
-import lz4.block  # type: ignore[import-untyped]
 import sqlalchemy as sa
-import zstandard
 
 from buildbot_rest.db import schema
 from buildbot_rest.db.hashes import name_hash, ss_hash
+from buildbot_rest.db.logchunks import RAW, ZSTD, compress
 
 Progress = Callable[[str, int, int], None]
 _Src = tuple[str | None, str | None]  # (branch, revision) of a build's first sourcestamp
@@ -42,8 +39,7 @@ _Src = tuple[str | None, str | None]  # (branch, revision) of a build's first so
 #: The clock of generated data starts here (2023-11-14T22:13:20Z); nothing reads now().
 EPOCH = 1_700_000_000
 
-#: logchunks.compressed codes, as upstream numbers them.
-RAW, GZ, BZ2, LZ4, ZSTD, BROTLI = range(6)
+#: the most bytes of text (newlines counted) in one log chunk, as upstream's appendLog
 MAX_CHUNK_SIZE = 65536
 
 SUCCESS, WARNINGS, FAILURE, SKIPPED, EXCEPTION, RETRY, CANCELLED = range(7)
@@ -55,45 +51,6 @@ _RANK = {SKIPPED: 0, SUCCESS: 1, WARNINGS: 2, FAILURE: 3, EXCEPTION: 4, RETRY: 5
 # Cumulative frequencies of build results.
 _RESULT_CDF = ((0.70, SUCCESS), (0.78, WARNINGS), (0.915, FAILURE), (0.925, SKIPPED),
                (0.955, EXCEPTION), (0.975, RETRY), (1.0, CANCELLED))
-
-_ZSTD = zstandard.ZstdCompressor(level=9)
-
-
-def compress(code: int, data: bytes) -> bytes:
-    """``data`` compressed with codec ``code`` as upstream's compressors do (zstd through a
-    streaming object, so its frames carry no content size, like upstream's)."""
-    if code == RAW:
-        return data
-    if code == GZ:
-        return zlib.compress(data, 9)
-    if code == BZ2:
-        return bz2.compress(data, 9)
-    if code == LZ4:
-        return lz4.block.compress(data)  # store_size=True: upstream's LZ4Compressor.dumps
-    if code == ZSTD:
-        obj = _ZSTD.compressobj()
-        return obj.compress(data) + obj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
-    if code == BROTLI:
-        return brotli.compress(data, mode=brotli.MODE_TEXT, quality=11)
-    raise ValueError(f"unknown compression code {code}")
-
-
-def decompress(code: int, data: bytes) -> bytes:
-    """The inverse of :func:`compress`."""
-    if code == RAW:
-        return data
-    if code == GZ:
-        return zlib.decompress(data)
-    if code == BZ2:
-        return bz2.decompress(data)
-    if code == LZ4:
-        return lz4.block.decompress(data)
-    if code == ZSTD:
-        obj = zstandard.ZstdDecompressor().decompressobj()
-        return obj.decompress(data) + obj.flush()
-    if code == BROTLI:
-        return brotli.decompress(data)
-    raise ValueError(f"unknown compression code {code}")
 
 
 def _chunk(lines: list[bytes], code: int, first: int) -> tuple[int, int, bytes, int]:
@@ -248,7 +205,7 @@ class _Writer:
                 self._copy(table, rows)
             else:
                 names = [c.name for c in table.columns]
-                self.conn.execute(table.insert(), [dict(zip(names, r)) for r in rows])
+                self.conn.execute(table.insert(), [dict(zip(names, r, strict=True)) for r in rows])
             self.counts[table.name] += len(rows)
             rows.clear()  # in place: the generator holds on to these lists
         self.conn.commit()
@@ -400,8 +357,9 @@ class _LogBank:
         if ok:
             out.append(f"o{f' {rng.randint(50, 400)} passed in {elapsed:.2f}s ':=^80}")
         else:
+            tally = f" {failed} failed, {rng.randint(50, 400)} passed in {elapsed:.2f}s "
             out += [f"o{' FAILURES ':=^80}", "eAssertionError: assert 2 == 3",
-                    f"o{f' {failed} failed, {rng.randint(50, 400)} passed in {elapsed:.2f}s ':=^80}"]
+                    f"o{tally:=^80}"]
         return out + self._footer(rng, 0 if ok else 1)
 
     def _upload(self, rng: random.Random, ok: bool) -> list[str]:
@@ -738,7 +696,8 @@ class _Generator:
                         ssids.append(self.latest_ss.get((p, other)) or self.sourcestamp(
                             "main", None, orepo, _PROJECTS[p][2], other, None, self.now))
                 builders = rng.sample(pool, min(len(pool), rng.randint(1, 3)))
-                reason = f"The AnyBranchScheduler scheduler named '{scheduler}' triggered this build"
+                reason = (f"The AnyBranchScheduler scheduler named '{scheduler}' "
+                          "triggered this build")
                 if rng.random() < 0.1:
                     external = f"gerrit:{rng.randint(10000, 99999)}/{rng.randint(1, 9)}"
             elif kind == "nightly":
@@ -976,7 +935,7 @@ class _Generator:
         w.add("test_result_sets", (setid, b.id, buildid, stepid, "Pytest results",
                                    "pass_fail", "boolean", values.count("1"),
                                    values.count("0"), 1))
-        for (nameid, pathid, _), value in zip(picked, values):
+        for (nameid, pathid, _), value in zip(picked, values, strict=True):
             w.add("test_results", (self.next_id("test_results"), b.id, setid, nameid, pathid,
                                    rng.randint(1, 400), rng.randint(10**5, 10**9), value))
 
@@ -1065,21 +1024,17 @@ def _sqlite_pragmas(conn: sa.Connection, fast: bool) -> dict[str, Any]:
     if fast:
         raw.execute("PRAGMA synchronous=OFF")
         raw.execute("PRAGMA cache_size=-262144")  # 256 MiB
-        try:
-            # Out of WAL, so pages are written once; fails if others have the file open.
+        # Out of WAL, so pages are written once; fails if others have the file open.
+        with contextlib.suppress(sqlite3.OperationalError):
             raw.execute("PRAGMA journal_mode=MEMORY")
-        except sqlite3.OperationalError:
-            pass
     return old
 
 
 def _sqlite_restore(conn: sa.Connection, old: dict[str, Any]) -> None:
     raw = conn.connection.dbapi_connection
     assert raw is not None
-    try:
+    with contextlib.suppress(sqlite3.OperationalError):
         raw.execute(f"PRAGMA journal_mode={old['journal_mode']}")
-    except sqlite3.OperationalError:
-        pass
     raw.execute(f"PRAGMA synchronous={int(old['synchronous'])}")
     raw.execute(f"PRAGMA cache_size={int(old['cache_size'])}")
 

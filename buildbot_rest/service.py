@@ -1,36 +1,36 @@
-# -*- test-case-name: tests.integration.test_server -*-
-"""RestService: the service that owns the database, the data API and the web site."""
+# -*- test-case-name: tests.test_service -*-
+"""RestService: Buildbot's REST API over one database, as a tree of Twisted services."""
 
 from __future__ import annotations
 
-import os
-import socket
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from twisted.application.service import MultiService, Service
-from twisted.internet import defer, endpoints, task
-from twisted.internet.address import IPv6Address
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet import defer, endpoints
 from twisted.logger import Logger
-from twisted.web.resource import IResource, Resource
-from twisted.web.server import Request, Site
+from twisted.web.resource import IResource
 
-from buildbot_rest.config import Config, ConfigError, derive_base_url
+from buildbot_rest.auth import AuthService
+from buildbot_rest.config import Config, ConfigError
 from buildbot_rest.data.connector import DataConnector
 from buildbot_rest.db import Database, schema
-
-if TYPE_CHECKING:
-    from buildbot_rest.workers import WorkerProcesses
+from buildbot_rest.db.service import DatabaseService
+from buildbot_rest.mq import SimpleMQ
+from buildbot_rest.www.site import SHUTDOWN_TIMEOUT, AccessLogFile, WebService
 
 log = Logger()
 
-#: How long a stop waits for requests in flight before closing the database anyway.
-SHUTDOWN_TIMEOUT = 10.0
+__all__ = ["SHUTDOWN_TIMEOUT", "RestService"]
 
 
 class RestService(MultiService):
     """Buildbot's REST API over one database, as a Twisted service.
+
+    Its children, started in this order and stopped in the reverse one: ``db`` (the
+    database's thread pool), ``mq`` (the message queue), ``auth`` (who makes a request)
+    and ``www`` (the web application: it stops first, waiting for the requests in
+    flight). Find them with ``getServiceNamed``.
 
     Standalone, it listens on ``config.port``. Embedded, a program leaves ``port`` as
     ``None``, mounts :meth:`resource` at ``/api`` of its own ``Site``, and starts this
@@ -51,59 +51,61 @@ class RestService(MultiService):
         self.config = config
         self.shutdown_timeout = shutdown_timeout
         self._reactor = reactor
-        self.db: Database | None = None
-        self.connector: DataConnector | None = None
-        self.site: Site | None = None
-        self._root: Resource | None = None
-        self._requests = _InFlight(reactor)
-        self._listener: _Listener | None = None
-        self._access_file: Any = None
-        #: (descriptor, address family) of a listening socket to serve (a worker's)
+        #: (descriptor, address family) of a listening socket to serve (a child
+        #: process's; see :mod:`buildbot_rest.child_process`)
         self._inherited = inherited_socket
-        self._adopted: Any = None
-        self._workers: WorkerProcesses | None = None
+        self.db: Database | None = None
+        self.mq: SimpleMQ | None = None
+        self.auth: AuthService | None = None
+        self.connector: DataConnector | None = None
+        self.web: WebService | None = None
 
     # -- set-up (synchronous) -------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Open the database and build the data API; raises DatabaseError,
-        DatabaseUnavailable or ConfigError (a bad port) with a one-line message."""
+        """Open the database and build the data API and the service tree; raises
+        DatabaseError, DatabaseUnavailable or ConfigError (a bad port) with a one-line
+        message."""
         if self.connector is not None:
             return
-        if self.config.port is not None:
+        config = self.config
+        if config.port is not None:
             # Only parses the description: a bad one fails here, not once running.
             try:
-                endpoints.serverFromString(self._reactor, self.config.port)
+                endpoints.serverFromString(self._reactor, config.port)
             except ValueError as e:
-                raise ConfigError(f"invalid port {self.config.port!r}: {e}") from None
-        if self.config.workers > 1 and (self.config.port or "").partition(":")[0] not in (
+                raise ConfigError(f"invalid port {config.port!r}: {e}") from None
+        if config.workers > 1 and (config.port or "").partition(":")[0] not in (
                 "tcp", "tcp6"):
-            raise ConfigError(f"workers = {self.config.workers} needs a tcp: or tcp6: port, "
-                              f"not {self.config.port!r}")
-        access_log = self.config.access_log
-        serving = self.config.port is not None or self._inherited is not None
-        if serving and access_log not in ("-", "off"):
+            raise ConfigError(f"workers = {config.workers} needs a tcp: or tcp6: port, "
+                              f"not {config.port!r}")
+        access_file = None
+        serving = config.port is not None or self._inherited is not None
+        if serving and config.access_log not in ("-", "off"):
             try:  # opened now, so that a bad path stops the start with one line
-                self._access_file = _AccessLogFile(access_log)
+                access_file = AccessLogFile(config.access_log)
             except OSError as e:
-                raise ConfigError(f"cannot open the access log {access_log}: "
+                raise ConfigError(f"cannot open the access log {config.access_log}: "
                                   f"{e.strerror or e}") from None
-        db = Database(self.config.db_url, pool_size=self.config.pool_size,
-                      reactor=self._reactor)
+        db = Database(config.db_url, pool_size=config.pool_size, reactor=self._reactor)
         try:
             status = db.prepare_sync(create=True)
             log.info("database {url}: {message}", url=db.safe_url, message=status.message)
-            if self.config.demo:
+            if config.demo:
                 self._fill_demo(db)
         finally:
             # Connections opened here must not outlive a fork (twistd daemonizing).
             db.engine.dispose()
         self.db = db
-        self.connector = DataConnector(db, config=self.config, base_url=self.config.base_url
-                                       or "/")
-        from buildbot_rest.www import WebApp
-        self._root = _Tracked(WebApp(self.connector, reactor=self._reactor).resource(),
-                              self._requests)
+        self.mq = SimpleMQ()
+        self.auth = AuthService()
+        self.connector = DataConnector(db, config=config, base_url=config.base_url or "/",
+                                       mq=self.mq)
+        self.web = WebService(config, self.connector, reactor=self._reactor, auth=self.auth,
+                              shutdown_timeout=self.shutdown_timeout,
+                              inherited_socket=self._inherited, access_file=access_file)
+        for child in (DatabaseService(db), self.mq, self.auth, self.web):
+            child.setServiceParent(self)
 
     def _fill_demo(self, db: Database) -> None:
         from buildbot_rest import demo
@@ -123,257 +125,38 @@ class RestService(MultiService):
         It answers ``/api``, ``/api/v2/...`` and ``/api/latest/...`` under whatever name
         it is mounted."""
         self.prepare()
-        assert self._root is not None
-        return cast(IResource, _Mounted(self._root))
+        assert self.web is not None
+        return self.web.resource()
 
     def root_resource(self) -> IResource:
         """The whole web application, to serve as the root of a site of its own."""
         self.prepare()
-        assert self._root is not None
-        return cast(IResource, self._root)
+        assert self.web is not None
+        return self.web.root
 
     # -- running --------------------------------------------------------------------------
 
     def startService(self) -> None:
         self.prepare()
-        assert self.db is not None
-        self.db.start()
-        if self._inherited is not None and self._adopted is None:
-            self.site = _Site(self.root_resource(), self.config.access_log,
-                              self._access_file, self._reactor)
-            fileno, family = self._inherited
-            os.set_blocking(fileno, False)  # a blocking accept would stall the reactor
-            self._adopted = self._reactor.adoptStreamPort(fileno, family, self.site)
-        elif self.config.port is not None and self._listener is None:
-            self.site = _Site(self.root_resource(), self.config.access_log,
-                              self._access_file, self._reactor)
-            self._listener = _Listener(self.config.port, self.site, self._reactor,
-                                       self._listening)
-            self._listener.setServiceParent(self)
         try:
             super().startService()
         except BaseException:
-            # The pool's threads would keep a failing process alive.
+            # A child that failed (a port in use) leaves the others to stop: the pool's
+            # threads would keep a failing process alive.
             self.running = False
-            self.db.stop()
+            for child in reversed(list(self)):
+                if child.running:
+                    child.stopService()
             raise
-
-    def _listening(self, port: Any) -> None:
-        address = port.getHost()
-        log.info("serving {base}api/v2 on {address}", base=self.config.base_url,
-                 address=address)
-        if (self.config.base_url_derived and self.connector is not None
-                and self.config.port is not None):
-            # `tcp:0` picks a port only now: links must name the real one.
-            number = getattr(address, "port", None)
-            if number is not None:
-                self.connector.base_url = derive_base_url(
-                    f"{self.config.port.partition(':')[0]}:{number}")
-        if self.config.workers > 1 and self.connector is not None:
-            from buildbot_rest.workers import WorkerProcesses, worker_config
-
-            self._workers = WorkerProcesses(self._reactor)
-            family = socket.AF_INET6 if isinstance(address, IPv6Address) else socket.AF_INET
-            self._workers.start(self.config.workers - 1, port.fileno(), family,
-                                worker_config(self.config, self.connector.base_url))
 
     def stopService(self) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
-        await super().stopService()  # stops listening first
-        if self._adopted is not None:
-            await defer.maybeDeferred(self._adopted.stopListening)
-            self._adopted = None
-        if self._workers is not None:
-            await self._workers.stop()  # each finishes its requests
-            self._workers = None
-        pending = len(self._requests)
-        if pending:
-            log.info("waiting for {n} requests in flight", n=pending)
-        if not await self._requests.drained(self.shutdown_timeout):
-            log.warn("{n} requests still running after {t:g}s; closing the database",  # noqa: G010
-                     n=len(self._requests), t=self.shutdown_timeout)
-        if self.db is not None:
-            self.db.stop()
+        # One child after the other, in reverse order (MultiService would stop them all
+        # at once): www first, which waits for the requests in flight; db last.
+        Service.stopService(self)
+        for child in reversed(list(self)):
+            if child.running:
+                await defer.maybeDeferred(child.stopService)
         log.info("stopped")
-
-
-class _AccessLogFile:
-    """An access log file written in blocks of whole lines, so that several processes
-    (workers) can append to one file without cutting each other's lines."""
-
-    BLOCK = 1 << 16
-
-    def __init__(self, path: str) -> None:
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self._lines: list[str] = []
-        self._size = 0
-
-    @property
-    def closed(self) -> bool:
-        return self._fd is None
-
-    def write(self, line: str) -> None:
-        self._lines.append(line)
-        self._size += len(line)
-        if self._size >= self.BLOCK:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._lines or self._fd is None:
-            return
-        data = "".join(self._lines).encode("utf-8")
-        self._lines, self._size = [], 0
-        view = memoryview(data)
-        while view:  # one write with O_APPEND; the loop only for a short write
-            view = view[os.write(self._fd, view):]
-
-    def close(self) -> None:
-        if self._fd is not None:
-            self.flush()
-            os.close(self._fd)
-            self._fd = None
-
-
-class _Site(Site):
-    """The standalone server's site. Its access log goes to the server's log ("-", as
-    Twisted's default), nowhere ("off"), or to a file written in blocks and flushed every
-    second: far cheaper per request than a line through the logging system."""
-
-    def __init__(self, resource: IResource, access_log: str, access_file: Any,
-                 reactor: Any) -> None:
-        super().__init__(resource)
-        self.noisy = False
-        self._access_log = access_log
-        self._access_file = access_file
-        self._flusher: task.LoopingCall | None = None
-        self._clock = reactor
-
-    def startFactory(self) -> None:
-        super().startFactory()
-        if self._access_log == "off":
-            self._logFile = None
-        elif self._access_file is not None:
-            self._logFile = self._access_file
-            self._flusher = task.LoopingCall(self._access_file.flush)
-            self._flusher.clock = self._clock
-            self._flusher.start(1.0, now=False)
-
-    def stopFactory(self) -> None:
-        if self._flusher is not None and self._flusher.running:
-            self._flusher.stop()
-        self._flusher = None
-        super().stopFactory()  # closes (and so flushes) a file of its own
-
-
-class _Listener(Service):
-    """Listens on an endpoint while running; a failure to listen at start is raised."""
-
-    def __init__(self, description: str, site: Site, reactor: Any,
-                 on_listening: Any) -> None:
-        self.description = description
-        self.site = site
-        self._reactor = reactor
-        self._on_listening = on_listening
-        self._port: defer.Deferred[IListeningPort] | None = None
-
-    def startService(self) -> None:
-        super().startService()
-        endpoint = endpoints.serverFromString(self._reactor, self.description)
-        d = endpoint.listen(self.site)
-        failures: list[Any] = []
-        d.addCallbacks(self._listened, failures.append)
-        if failures:  # TCP and UNIX endpoints fail at once: tell the caller now
-            self.running = False
-            failures[0].raiseException()
-        self._port = d
-        d.addErrback(lambda f: log.failure("cannot listen on {d}", f, d=self.description))
-
-    def _listened(self, port: IListeningPort) -> IListeningPort:
-        self._on_listening(port)
-        return port
-
-    def stopService(self) -> defer.Deferred[None] | None:
-        super().stopService()
-        d, self._port = self._port, None
-        if d is None:
-            return None
-
-        def stop(port: Any) -> Any:
-            return port.stopListening() if port is not None else None
-        return d.addCallback(stop)
-
-
-class _InFlight:
-    """The requests being answered, and a way to wait until there are none."""
-
-    def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-        self._requests: set[Request] = set()
-        self._waiters: list[defer.Deferred[bool]] = []
-
-    def __len__(self) -> int:
-        return len(self._requests)
-
-    def add(self, request: Request) -> None:
-        self._requests.add(request)
-        request.notifyFinish().addBoth(self._done, request)
-
-    def _done(self, _result: Any, request: Request) -> None:
-        self._requests.discard(request)
-        if not self._requests:
-            waiters, self._waiters = self._waiters, []
-            for waiter in waiters:
-                if not waiter.called:
-                    waiter.callback(True)
-
-    def drained(self, timeout: float) -> defer.Deferred[bool]:
-        """Fires with True once no request is in flight, or False after ``timeout``."""
-        if not self._requests:
-            return defer.succeed(True)
-        waiter: defer.Deferred[bool] = defer.Deferred()
-        self._waiters.append(waiter)
-
-        def expire() -> None:
-            if not waiter.called:
-                waiter.callback(False)
-        call = self._reactor.callLater(timeout, expire)
-        waiter.addBoth(lambda r: (call.active() and call.cancel(), r)[1])
-        return waiter
-
-
-class _Tracked(Resource):
-    """Counts the requests in flight through a leaf resource, for a clean stop."""
-
-    isLeaf = True
-
-    def __init__(self, inner: Any, requests: _InFlight) -> None:
-        super().__init__()
-        self._inner = inner
-        self._requests = requests
-
-    def render(self, request: Request) -> bytes | int:
-        self._requests.add(request)
-        result: bytes | int = self._inner.render(request)
-        return result
-
-
-class _Mounted(Resource):
-    """Serves the web application's ``/api`` routes below any mount point of a site."""
-
-    isLeaf = True
-
-    def __init__(self, root: Any) -> None:
-        super().__init__()
-        self._root = root
-
-    def render(self, request: Any) -> bytes | int:
-        # The application routes on paths that start with /api: present the mount point
-        # as that segment, and keep what comes before it as the script name.
-        if request.prepath:
-            request.prepath = request.prepath[:-1]
-        request.postpath = [b"api", *request.postpath]
-        result: bytes | int = self._root.render(request)
-        return result
-

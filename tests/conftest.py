@@ -11,7 +11,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import sqlalchemy as sa
@@ -42,6 +42,33 @@ UPSTREAM_REQUIREMENTS = (
     "brotli",
 )
 UPSTREAM_CACHE = Path.home() / ".cache" / "buildbot_rest" / "upstream-4.3.0"
+
+
+# -- a service the tests need is missing ---------------------------------------------------
+
+#: set to 1 to let tests that need PostgreSQL, or upstream Buildbot's virtualenv, be skipped
+#: when it cannot be had (an offline run); without it they fail, in CI as anywhere
+ALLOW_NO_PG = "BUILDBOT_REST_ALLOW_NO_PG"
+ALLOW_NO_UPSTREAM = "BUILDBOT_REST_ALLOW_NO_UPSTREAM"
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def unavailable(what: str, problem: str, allow: str) -> NoReturn:
+    """``what`` (a service the tests need) cannot be had because of ``problem``.
+
+    That fails the test, so that a run without the service (a CI run above all) cannot
+    pass by skipping what it was meant to check; unless the variable ``allow`` is set to
+    1, the explicit opt-out of a developer's offline run, honoured in CI too: then the
+    test is skipped with the reason (``-ra`` prints it)."""
+    reason = f"no {what}: {problem}"
+    if _flag(allow):
+        pytest.skip(f"{reason} ({allow}={os.environ[allow].strip()}: skipped)")
+    where = " in CI (CI is set)" if _flag("CI") else ""
+    pytest.fail(f"{reason}{where}; set {allow}=1 to skip the tests that need it instead",
+                pytrace=False)
 
 
 # -- plain SQLAlchemy engines -------------------------------------------------------------
@@ -91,10 +118,17 @@ def _pg_problem(url: str) -> str | None:
 
 @pytest.fixture(scope="session")
 def pg_url() -> str:
+    """The URL of a PostgreSQL server for tests, as superuser (see :func:`find_pg_url`)."""
+    return find_pg_url(ROOT / ".ci" / "postgres.sh")
+
+
+def find_pg_url(script: Path) -> str:
     """The URL of a PostgreSQL server for tests, as superuser.
 
     From ``BUILDBOT_REST_TEST_PG`` if set (then a server that does not answer is an error),
-    else from ``.ci/postgres.sh``, which installs and starts one (else the test is skipped).
+    else from ``script`` (``.ci/postgres.sh``), which installs and starts one and prints
+    its URL. Without a server the test fails, unless ``BUILDBOT_REST_ALLOW_NO_PG=1`` (see
+    :func:`unavailable`).
     """
     url = os.environ.get("BUILDBOT_REST_TEST_PG", "").strip()
     if url:
@@ -104,22 +138,21 @@ def pg_url() -> str:
             pytest.fail(f"BUILDBOT_REST_TEST_PG={shown} does not answer: {problem}",
                         pytrace=False)
         return url
-    script = ROOT / ".ci" / "postgres.sh"
     try:
         proc = subprocess.run(["bash", str(script)], cwd=ROOT, capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, timeout=900, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
-        pytest.skip(f"no PostgreSQL server: {script.name} did not run: {e}")
+        unavailable("PostgreSQL server", f"{script.name} did not run: {e}", ALLOW_NO_PG)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        pytest.skip(f"no PostgreSQL server: {script.name} exited {proc.returncode}: {detail}"
-                    " (set BUILDBOT_REST_TEST_PG to use a server of your own)")
+        unavailable("PostgreSQL server", f"{script.name} exited {proc.returncode}: {detail}"
+                    " (set BUILDBOT_REST_TEST_PG to use a server of your own)", ALLOW_NO_PG)
     url = lines[-1].strip()
     problem = _pg_problem(url)
     if problem:
-        pytest.skip(f"no PostgreSQL server: {url} from {script.name} does not answer: "
-                    f"{problem}")
+        unavailable("PostgreSQL server", f"{url} from {script.name} does not answer: "
+                    f"{problem}", ALLOW_NO_PG)
     return url
 
 
@@ -259,11 +292,21 @@ def _create_upstream_venv(venv: Path, marker: Path, log: Path) -> str | None:
 
 @pytest.fixture(scope="session")
 def upstream_venv() -> Path:
+    """A virtualenv with upstream Buildbot 4.3.0 (``bin/buildbot``, ``bin/python``); see
+    :func:`find_upstream_venv`."""
+    return find_upstream_venv(UPSTREAM_CACHE)
+
+
+def find_upstream_venv(venv: Path,
+                       create: Callable[[Path, Path, Path], str | None] | None = None) -> Path:
     """A virtualenv with upstream Buildbot 4.3.0 (``bin/buildbot``, ``bin/python``).
 
-    ``BUILDBOT_REST_UPSTREAM_VENV`` names one to use; else it is built once under
-    ~/.cache/buildbot_rest and reused. Tests are skipped if it cannot be built (offline).
+    ``BUILDBOT_REST_UPSTREAM_VENV`` names one to use; else it is built once at ``venv``
+    (~/.cache/buildbot_rest/...) by ``create`` (:func:`_create_upstream_venv`) and reused.
+    If it cannot be built the test fails, unless ``BUILDBOT_REST_ALLOW_NO_UPSTREAM=1`` (an
+    offline run; see :func:`unavailable`).
     """
+    create = create or _create_upstream_venv
     given = os.environ.get("BUILDBOT_REST_UPSTREAM_VENV", "").strip()
     if given:
         venv = Path(given)
@@ -273,7 +316,6 @@ def upstream_venv() -> Path:
                         f"gives {version!r}, not Buildbot 4.3.0", pytrace=False)
         return venv
 
-    venv = UPSTREAM_CACHE
     marker = venv / "requirements.done"
     wanted = "\n".join(UPSTREAM_REQUIREMENTS) + "\n"
     venv.parent.mkdir(parents=True, exist_ok=True)
@@ -285,13 +327,14 @@ def upstream_venv() -> Path:
                     and _buildbot_version(venv)):
                 return venv
             log = venv.parent / (venv.name + ".log")
-            problem = _create_upstream_venv(venv, marker, log)
+            problem = create(venv, marker, log)
             if problem:
                 shutil.rmtree(venv, ignore_errors=True)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     if problem:
-        pytest.skip(f"no upstream Buildbot 4.3.0 virtualenv: {problem} (log: {log})")
+        unavailable("upstream Buildbot 4.3.0 virtualenv", f"{problem} (log: {log})",
+                    ALLOW_NO_UPSTREAM)
     return venv
 
 

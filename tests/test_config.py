@@ -110,7 +110,7 @@ def test_bad_files(tmp_path: Path, text: str, message: str) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read configuration file .*missing.toml"):
+    with pytest.raises(ConfigError, match=r"cannot read configuration file .*missing\.toml"):
         Config.from_toml(tmp_path / "missing.toml")
 
 

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from buildbot_rest import demo
-from buildbot_rest.db import schema
+from buildbot_rest.db import logchunks, schema
 from buildbot_rest.db.database import Database, make_engine
 from tests.conftest import upstream_env
 
@@ -115,8 +115,8 @@ def check_logchunks(conn: sa.Connection) -> None:
         codes.add(code)
         content = bytes(content)
         assert len(content) <= demo.MAX_CHUNK_SIZE
-        raw = demo.decompress(code, content)
-        if code != demo.RAW:
+        raw = logchunks.decompress(code, content)
+        if code != logchunks.RAW:
             assert len(content) < len(raw), "compressed only when smaller"
         assert not raw.endswith(b"\n"), "stored without the final newline"
         chunk = raw.decode("utf-8").split("\n")
@@ -278,7 +278,7 @@ def test_big_log(tmp_path: Path) -> None:
     size = 300_000
     stages: set[str] = set()
     try:
-        demo.populate(engine, builds=3, big_log_bytes=size, big_log_codec=demo.LZ4,
+        demo.populate(engine, builds=3, big_log_bytes=size, big_log_codec=logchunks.LZ4,
                       progress=lambda stage, done, total: stages.add(stage))
         with engine.connect() as conn:
             logid, stepid, num_lines, complete = rows(
@@ -287,8 +287,8 @@ def test_big_log(tmp_path: Path) -> None:
             assert (stepid, complete) == (1, 1)
             chunks = rows(conn, "SELECT first_line, last_line, content, compressed "
                                 f"FROM logchunks WHERE logid = {logid} ORDER BY first_line")
-        assert len(chunks) > 1 and {c[3] for c in chunks} == {demo.LZ4}
-        text = b"\n".join(demo.decompress(c[3], bytes(c[2])) for c in chunks) + b"\n"
+        assert len(chunks) > 1 and {c[3] for c in chunks} == {logchunks.LZ4}
+        text = b"\n".join(logchunks.decompress(c[3], bytes(c[2])) for c in chunks) + b"\n"
         assert len(text) == size
         assert text.count(b"\n") == num_lines == chunks[-1][1] + 1
         assert "big log" in stages
@@ -363,8 +363,9 @@ def test_upstream_reads_it(sqlite_db: tuple[sa.Engine, dict], upstream_venv: Pat
     engine, counts = sqlite_db
     python = upstream_venv / "bin" / "python"
     # Upstream's lz4, zstd and brotli codecs are optional dependencies.
-    codecs = {demo.RAW, demo.GZ, demo.BZ2}
-    for code, module in ((demo.LZ4, "lz4"), (demo.ZSTD, "zstandard"), (demo.BROTLI, "brotli")):
+    codecs = {logchunks.RAW, logchunks.GZ, logchunks.BZ2}
+    for code, module in ((logchunks.LZ4, "lz4"), (logchunks.ZSTD, "zstandard"),
+                         (logchunks.BROTLI, "brotli")):
         if subprocess.run([str(python), "-c", f"import {module}"], env=upstream_env(),
                           capture_output=True, check=False).returncode == 0:
             codecs.add(code)

@@ -15,7 +15,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from buildbot_rest.config import Config
-from buildbot_rest.service import RestService, _InFlight
+from buildbot_rest.service import RestService
+from buildbot_rest.www.site import InFlight
 
 
 async def fetch(url: str) -> tuple[int, Any]:
@@ -57,7 +58,7 @@ async def test_listens_and_stops(tmp_path: Path) -> None:
                               port="tcp:0:interface=127.0.0.1"))
     rest.startService()
     await defer.succeed(None)
-    host = rest._listener._port.result.getHost()  # type: ignore[union-attr]
+    host = rest.web.port.getHost()  # type: ignore[union-attr]
     # a derived base_url names the port actually bound
     assert rest.connector.base_url == f"http://localhost:{host.port}/"  # type: ignore[union-attr]
     code, body = await fetch(f"http://127.0.0.1:{host.port}/api")
@@ -78,7 +79,7 @@ class FakeRequest:
 
 @pytest_twisted.ensureDeferred
 async def test_stop_waits_for_requests_in_flight() -> None:
-    in_flight = _InFlight(reactor)
+    in_flight = InFlight(reactor)
     first, second = FakeRequest(), FakeRequest()
     in_flight.add(first)  # type: ignore[arg-type]
     in_flight.add(second)  # type: ignore[arg-type]
@@ -92,7 +93,7 @@ async def test_stop_waits_for_requests_in_flight() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_stop_gives_up_after_the_timeout() -> None:
-    in_flight = _InFlight(reactor)
+    in_flight = InFlight(reactor)
     request = FakeRequest()
     in_flight.add(request)  # type: ignore[arg-type]
     assert await in_flight.drained(0.05) is False
@@ -102,7 +103,7 @@ async def test_stop_gives_up_after_the_timeout() -> None:
 async def _serve_and_get(rest: RestService, *paths: str) -> None:
     rest.startService()
     await defer.succeed(None)
-    host = rest._listener._port.result.getHost()  # type: ignore[union-attr]
+    host = rest.web.port.getHost()  # type: ignore[union-attr]
     try:
         for path in paths:
             code, _ = await fetch(f"http://127.0.0.1:{host.port}{path}")
@@ -146,5 +147,5 @@ def test_access_log_that_cannot_be_opened(tmp_path: Path) -> None:
     rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}",
                               port="tcp:0:interface=127.0.0.1",
                               access_log=str(tmp_path / "no" / "such" / "dir" / "http.log")))
-    with pytest.raises(ConfigError, match="cannot open the access log .*http.log"):
+    with pytest.raises(ConfigError, match=r"cannot open the access log .*http\.log"):
         rest.prepare()

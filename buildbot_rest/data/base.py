@@ -1,10 +1,14 @@
-# -*- test-case-name: tests.data.test_engine -*-
-"""Declaring resource types and their endpoints."""
+# -*- test-case-name: tests.data.test_base -*-
+"""Declaring resource types: their fields, the SQL that yields their rows, their control
+actions, update methods and event routing keys.
+
+With the field types, the query language and the errors, this is the bottom of
+``data/``: the engine is built on these declarations, and endpoints on the engine."""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -21,13 +25,16 @@ if TYPE_CHECKING:
 
 
 class Kind(enum.Enum):
+    """What an endpoint answers: a collection, one entity, or bytes (a download, or the
+    same bytes to show inline)."""
+
     COLLECTION = "collection"
     SINGLE = "single"
     RAW = "raw"
     RAW_INLINE = "raw_inline"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Field:
     """One field of an entity.
 
@@ -90,6 +97,20 @@ def _matches_one_row(join: sa.Join) -> bool:
     return {mine[0].name} in unique
 
 
+@dataclass(frozen=True)
+class EventKey:
+    """One routing key of a resource type's events, as a template of path elements:
+    ``EventKey(("builders", "{builderid}", "builds", "{buildid}"))`` gives
+    ``("builders", "3", "builds", "17", "new")`` for build 17 of builder 3 and event
+    ``new``. Placeholders name fields of the entity the event is about."""
+
+    template: tuple[str, ...]
+
+    def routing_key(self, entity: Mapping[str, Any], event: str) -> tuple[str, ...]:
+        """The key for ``event`` about ``entity``; KeyError if a named field is missing."""
+        return (*(part.format_map(entity) for part in self.template), event)
+
+
 class ResourceType:
     """A resource type: its entity's fields, the SQL that yields its rows, and its endpoints.
 
@@ -106,7 +127,17 @@ class ResourceType:
     key: ClassVar[Sequence[str]] = ()
     #: extra labelled columns the ``complete`` hook needs (labels start with "_")
     extra_columns: ClassVar[Sequence[sa.ColumnElement[Any]]] = ()
-    endpoints: ClassVar[Sequence[type[Endpoint]]] = ()
+    #: its endpoint classes (:class:`buildbot_rest.data.endpoint.Endpoint` subclasses,
+    #: which sit above this module)
+    endpoints: ClassVar[Sequence[type[Any]]] = ()
+    #: the control actions (JSON-RPC ``method`` names) its endpoints answer; an
+    #: endpoint implements action ``x`` as ``action_x`` (see ``Endpoint.control``)
+    actions: ClassVar[Sequence[str]] = ()
+    #: the names of its update methods, methods of this class that the connector offers
+    #: as ``connector.updates.<name>``
+    updates: ClassVar[Sequence[str]] = ()
+    #: the routing keys its events are published under (upstream's, protocol.md 8.1)
+    events: ClassVar[Sequence[EventKey]] = ()
 
     def __init__(self) -> None:
         self.field_map: dict[str, Field] = {f.name: f for f in self.fields}
@@ -119,6 +150,11 @@ class ResourceType:
         self._select: sa.Select[Any] | None = None
         self._private: list[str] = [col.name for col in self.extra_columns
                                     if col.name.startswith("_")]
+
+    def routing_keys(self, entity: Mapping[str, Any], event: str) -> list[tuple[str, ...]]:
+        """The routing keys of ``event`` (``"new"``, ``"finished"``...) about ``entity``,
+        one per declared :class:`EventKey`."""
+        return [key.routing_key(entity, event) for key in self.events]
 
     @property
     def entity_type(self) -> t.Entity:
@@ -170,55 +206,6 @@ class ResourceType:
         for key in private:
             for item in items:
                 item.pop(key, None)
-
-
-class Endpoint:
-    """A set of path patterns served the same way.
-
-    A collection endpoint answers ``where(ids)`` over its resource type through the
-    result-spec engine; a single endpoint answers the one row matching ``where(ids)``.
-    Endpoints with other needs override :meth:`get`.
-    """
-
-    kind: ClassVar[Kind] = Kind.COLLECTION
-    patterns: ClassVar[Sequence[str]] = ()
-    #: the path variables whose entities need not exist for this endpoint
-    unchecked: ClassVar[frozenset[str]] = frozenset()
-    #: the name given for ``rootlinks``
-    root_link: ClassVar[str | None] = None
-
-    def __init__(self, rtype: ResourceType) -> None:
-        self.rtype = rtype
-
-    def where(self, ids: dict[str, Any]) -> list[sa.ColumnElement[bool]]:
-        """SQL conditions selecting this endpoint's rows for resolved path ids."""
-        return []
-
-    async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
-        """The collection (``(items, total)``) or the entity (a dict, or None)."""
-        return await ctx.run(self.get_in, ctx, spec, kwargs)
-
-    def get_in(self, conn: sa.Connection, ctx: Context, spec: ResultSpec,
-               kwargs: dict[str, Any]) -> Any:
-        """:meth:`get` in a database thread: the path resolved and the rows read on one
-        connection, in one trip from the reactor."""
-        from buildbot_rest.data import engine
-
-        ids = ctx.resolve_in(conn, kwargs, self.unchecked)
-        if self.kind is Kind.COLLECTION:
-            return engine.fetch_collection(conn, ctx, self.rtype, spec, self.where(ids))
-        return engine.fetch_one(conn, ctx, self.rtype, spec, self.where(ids))
-
-    async def control(self, ctx: Context, method: str, params: dict[str, Any],
-                      kwargs: dict[str, Any]) -> Any:
-        from buildbot_rest.data.errors import InvalidControl
-        raise InvalidControl(f"'{method}' is not a control method of this resource")
-
-    def describe(self) -> str:
-        return ", ".join(self.patterns)
-
-
-ControlHandler = Callable[..., Any]
 
 
 def chunked(values: Sequence[Any], size: int = 500) -> list[Sequence[Any]]:

@@ -1,17 +1,38 @@
 # -*- test-case-name: tests.data.test_connector -*-
-"""The data connector: every resource type, its endpoints, and the path matcher."""
+"""The data connector: every resource type, its endpoints, the path matcher, reads (whole
+or in batches), update methods, and writes that publish their events after commit.
+
+The top of ``data/``: the web layer talks to the data API through this module only."""
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from buildbot_rest.data.base import Endpoint, Kind, ResourceType
+from buildbot_rest.data.base import Kind, ResourceType
+from buildbot_rest.data.context import Context
+from buildbot_rest.data.endpoint import Endpoint
 from buildbot_rest.data.matcher import Matcher
+from buildbot_rest.data.rawdata import RawData
+from buildbot_rest.data.reads import (
+    Collection,
+    CollectionStream,
+    Single,
+    collection_pieces,
+    open_collection,
+)
 from buildbot_rest.data.resultspec import ResultSpec, parse
+from buildbot_rest.data.updates import Updates
 
 if TYPE_CHECKING:
     from buildbot_rest.db import Database
+    from buildbot_rest.mq.base import MessageQueue
+
+T = TypeVar("T")
+
+#: an event to publish: (routing key, message)
+Event = tuple[tuple[str, ...], Mapping[str, Any]]
 
 #: Resource modules in upstream's registration order, which is also the match priority.
 MODULES = (
@@ -31,12 +52,19 @@ ALIASES = {
     "test_result_set": "test_result_sets",
 }
 
+#: what :meth:`DataConnector.read` answers
+Read = Collection | CollectionStream | Single | RawData
+
 
 class DataConnector:
-    """Owns the resource types and answers ``(path) -> (endpoint, kwargs)``."""
+    """Owns the resource types and answers reads and writes of the data API.
+
+    ``mq`` is the message queue events are published on (None: events are dropped, for
+    tools that only read)."""
 
     def __init__(self, db: Database, *, config: Any = None, base_url: str = "/",
-                 mq: Any = None) -> None:
+                 mq: MessageQueue | None = None,
+                 modules: Iterable[str] = MODULES) -> None:
         self.db = db
         self.config = config
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
@@ -44,28 +72,112 @@ class DataConnector:
         self.rtypes: dict[str, ResourceType] = {}
         self.endpoints: list[Endpoint] = []
         self.matcher: Matcher[Endpoint] = Matcher()
-        for module_name in MODULES:
+        self.updates = Updates()
+        for module_name in modules:
             module = importlib.import_module(f"buildbot_rest.data.resources.{module_name}")
             for rtype_class in module.RESOURCE_TYPES:
-                self._register(rtype_class())
+                self.register(rtype_class())
 
-    def _register(self, rtype: ResourceType) -> None:
+    def register(self, rtype: ResourceType) -> None:
+        """Add a resource type: its endpoints' patterns and its update methods."""
         self.rtypes[rtype.name] = rtype
         for endpoint_class in rtype.endpoints:
             endpoint = endpoint_class(rtype)
             self.endpoints.append(endpoint)
             for pattern in endpoint.patterns:
                 self.matcher.add(pattern, endpoint)
+        for name in rtype.updates:
+            self.updates.register(name, getattr(rtype, name))
 
-    def match(self, path: tuple[str, ...]) -> tuple[Endpoint, dict[str, Any]]:
+    # -- reads ------------------------------------------------------------------------
+
+    def match(self, path: Sequence[str]) -> tuple[Endpoint, dict[str, Any]]:
         """The endpoint and variables for a path; raises InvalidPath (404)."""
+        path = tuple(path)
         if path and path[0] in ALIASES:
             path = (ALIASES[path[0]],) + path[1:]
         return self.matcher.match(path)
 
-    def parse_spec(self, endpoint: Endpoint, args: dict[str, list[str]]) -> ResultSpec:
+    def parse_spec(self, endpoint: Endpoint, args: Mapping[str, list[str]]) -> ResultSpec:
+        """A query's arguments as a ResultSpec checked against the endpoint's fields;
+        raises InvalidQuery (400)."""
         return parse(args, endpoint.rtype.field_types,
                      collection=endpoint.kind is Kind.COLLECTION)
 
+    def context(self, endpoint: Endpoint | None = None,
+                kwargs: Mapping[str, Any] | None = None, *,
+                user: Mapping[str, Any] | None = None) -> Context:
+        """The context of one call by ``user`` (anonymous if None)."""
+        return Context(self, self.db, config=self.config, user=user, endpoint=endpoint,
+                       kwargs=kwargs)
+
+    async def read(self, ctx: Context, endpoint: Endpoint, spec: ResultSpec,
+                   kwargs: dict[str, Any]) -> Read:
+        """Answer a read. The one place that decides whether a collection streams: an
+        unpaged collection that the engine can stream and that is longer than one batch
+        comes as a :class:`CollectionStream`; a download's bytes come as a started
+        stream in :attr:`RawData.stream`. Raises NotFound when there is no answer."""
+        if endpoint.kind is Kind.COLLECTION and endpoint.streams(spec):
+            stream = self.db.pool.stream(
+                lambda conn: collection_pieces(conn, ctx, endpoint, spec, kwargs))
+            return await open_collection(stream, endpoint.rtype)
+        result = await endpoint.get(ctx, spec, kwargs)
+        if result is None:
+            raise ctx.not_found()
+        if endpoint.kind is Kind.COLLECTION:
+            items, total = result
+            return Collection(items, total)
+        if endpoint.kind is Kind.SINGLE:
+            return Single(result)
+        assert isinstance(result, RawData)
+        if result.generate is not None:
+            result.stream = self.db.pool.stream(result.generate)
+        return result
+
+    async def get(self, path: str | Sequence[str], query: Mapping[str, list[str]] | None = None,
+                  *, user: Mapping[str, Any] | None = None) -> Any:
+        """A read as plain values, for programs that embed the server: a collection as
+        ``(items, total)`` (read whole), an entity as a dict, a download as bytes.
+
+        ``path`` is relative to ``/api/v2`` (``"builders/1/builds"``), ``query`` the
+        query arguments (``{"limit": ["10"]}``). Raises the data API's errors."""
+        parts = tuple(p for p in path.split("/") if p) if isinstance(path, str) else path
+        endpoint, kwargs = self.match(parts)
+        spec = self.parse_spec(endpoint, query or {})
+        ctx = self.context(endpoint, kwargs, user=user)
+        answer = await self.read(ctx, endpoint, spec, kwargs)
+        if isinstance(answer, Collection):
+            return answer.items, answer.total
+        if isinstance(answer, CollectionStream):
+            items: list[dict[str, Any]] = []
+            try:
+                while (batch := await answer.next()) is not None:
+                    items += batch
+                    answer.consumed()
+            finally:
+                await answer.close()
+            return items, answer.total if answer.total is not None else len(items)
+        if isinstance(answer, Single):
+            return answer.entity
+        return await answer.read_all()
+
     def root_links(self) -> list[dict[str, str]]:
         return [{"name": e.root_link} for e in self.endpoints if e.root_link]
+
+    # -- writes -----------------------------------------------------------------------
+
+    async def write(self, fn: Callable[..., tuple[T, Iterable[Event]]], *args: Any,
+                    **kw: Any) -> T:
+        """Run ``fn(conn, *args, **kw)`` in one transaction in a database thread; it
+        returns ``(result, events)``. Once the transaction has committed, each event
+        ``(routing key, message)`` is published on the message queue, in order, and
+        ``result`` is returned. Nothing is published when the write fails.
+
+        A transient error before the commit runs ``fn`` again; a failed commit is never
+        re-run (see :meth:`buildbot_rest.db.pool.DBThreadPool.run_in_transaction_sync`)."""
+        result, events = await self.db.pool.do_in_transaction(fn, *args, **kw)
+        if self.mq is not None:
+            for routing_key, message in events:
+                self.mq.produce(routing_key, message)
+        return result
+

@@ -1,37 +1,61 @@
-# -*- test-case-name: tests.data.test_engine -*-
-"""The context of one data API call: the database, the configuration and the user."""
+# -*- test-case-name: tests.data.test_connector -*-
+"""The context of one data API call: the database, the configuration and the user.
+
+At the bottom of ``data/``: it imports no other part of the data layer but the path
+resolver and the errors, and knows the connector only through :class:`Catalog`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 
-from buildbot_rest.data import engine
 from buildbot_rest.data.errors import NotFound
+from buildbot_rest.data.matcher import Matcher
 from buildbot_rest.data.resolve import Missing, resolve
 
 if TYPE_CHECKING:
-    from buildbot_rest.data.base import Endpoint, ResourceType
-    from buildbot_rest.data.connector import DataConnector
-    from buildbot_rest.data.resultspec import ResultSpec
+    from buildbot_rest.db import Database
 
 T = TypeVar("T")
 
+#: who makes an anonymous call (upstream's ``{"anonymous": true}`` user info)
+ANONYMOUS: Mapping[str, Any] = {"anonymous": True}
+
+
+class Catalog(Protocol):
+    """What a call may look up in the data connector."""
+
+    base_url: str
+    #: resource types by name (``"build"``, ``"sourcestamp"``...)
+    rtypes: Mapping[str, Any]
+    matcher: Matcher[Any]
+
+    def root_links(self) -> list[dict[str, str]]: ...
+
+
+class Described(Protocol):
+    """An endpoint, as far as an error message needs it."""
+
+    def describe(self) -> str: ...
+
 
 class Context:
-    """Everything an endpoint needs for one call. Endpoints never touch HTTP."""
+    """Everything an endpoint needs for one call. Endpoints never touch HTTP.
 
-    def __init__(self, connector: DataConnector, *, user: dict[str, Any] | None = None,
-                 endpoint: Endpoint | None = None, kwargs: dict[str, Any] | None = None
-                 ) -> None:
+    ``user`` is the caller's user info as the auth layer found it (anonymous when not
+    given); ``endpoint`` and ``kwargs`` are the matched endpoint and path variables."""
+
+    def __init__(self, connector: Catalog, db: Database, *, config: Any = None,
+                 user: Mapping[str, Any] | None = None, endpoint: Described | None = None,
+                 kwargs: Mapping[str, Any] | None = None) -> None:
         self.connector = connector
-        self.db = connector.db
-        self.config = connector.config
-        self.user = user if user is not None else {"anonymous": True}
+        self.db = db
+        self.config = config
+        self.user: Mapping[str, Any] = user if user is not None else ANONYMOUS
         self.endpoint = endpoint
-        self.kwargs = kwargs or {}
+        self.kwargs: Mapping[str, Any] = kwargs or {}
 
     @property
     def base_url(self) -> str:
@@ -40,30 +64,20 @@ class Context:
     def not_found(self) -> NotFound:
         where = self.endpoint.describe() if self.endpoint else "?"
         return NotFound(f"not found while getting from endpoint for {where} "
-                        f"with arguments {self.kwargs!r}")
+                        f"with arguments {dict(self.kwargs)!r}")
 
     async def run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-        """Run ``fn(conn, *args, **kw)`` in a database thread."""
+        """Run ``fn(conn, *args, **kw)`` in a database thread (a read)."""
         return await self.db.pool.do(fn, *args, **kw)
 
-    async def resolve(self, kwargs: dict[str, Any],
-                      unchecked: Iterable[str] = ()) -> dict[str, Any]:
-        if not kwargs:
-            return {}  # nothing to look up: no trip to a database thread
-        return await self.run(self.resolve_in, kwargs, tuple(unchecked))
-
-    def resolve_in(self, conn: sa.Connection, kwargs: dict[str, Any],
+    def resolve_in(self, conn: sa.Connection, kwargs: Mapping[str, Any],
                    unchecked: Iterable[str] = ()) -> dict[str, Any]:
-        """:meth:`resolve` on a connection in a database thread, so that an endpoint can
-        resolve its path and read its rows in one trip."""
+        """Path variables turned into ids on ``conn`` (see
+        :func:`buildbot_rest.data.resolve.resolve`); :class:`NotFound` for a missing
+        entity."""
         if not kwargs:
             return {}
         try:
-            return resolve(conn, kwargs, unchecked)
+            return resolve(conn, dict(kwargs), unchecked)
         except Missing:
             raise self.not_found() from None
-
-    async def fetch_collection(self, rtype: ResourceType, spec: ResultSpec,
-                               where: Sequence[Any], base: sa.Select[Any] | None = None
-                               ) -> tuple[list[dict[str, Any]], int]:
-        return await self.run(engine.fetch_collection, self, rtype, spec, where, base)

@@ -10,19 +10,17 @@ paging happens after that filter.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.util import find_tables
 from sqlalchemy.sql.expression import FunctionElement
+from sqlalchemy.sql.util import find_tables
 
 from buildbot_rest.data import types as t
 from buildbot_rest.data.base import Field, ResourceType
+from buildbot_rest.data.context import Context
 from buildbot_rest.data.resultspec import Filter, ResultSpec, sort_items
-
-if TYPE_CHECKING:
-    from buildbot_rest.data.context import Context
 
 
 class substring_at(FunctionElement[int]):
@@ -173,10 +171,10 @@ def count_statement(stmt: sa.Select[Any]) -> sa.Select[Any]:
 
 
 def fetch_collection(conn: sa.Connection, ctx: Context, rtype: ResourceType,
-                     spec: ResultSpec, where: Sequence[Any],
-                     base: sa.Select[Any] | None = None) -> tuple[list[dict[str, Any]], int]:
+                     spec: ResultSpec, where: Sequence[Any]
+                     ) -> tuple[list[dict[str, Any]], int]:
     """Items of one page and the total before paging (runs in a DB thread)."""
-    stmt = (base if base is not None else rtype.select()).where(*where)
+    stmt = rtype.select().where(*where)
     sql_where, py_filters, sql_order = _split(rtype, spec)
     stmt = stmt.where(*sql_where)
     offset = spec.offset or 0
@@ -192,7 +190,7 @@ def fetch_collection(conn: sa.Connection, ctx: Context, rtype: ResourceType,
         if short and (items or not offset):
             total = offset + len(items)
         else:
-            total = _count(conn, stmt, rtype if base is None else None)
+            total = _count(conn, stmt, rtype)
         return _finish(rtype, spec, items), total
     # Some filter or sort needs Python: read every SQL-matching row, then page.
     if sql_order:
@@ -227,7 +225,9 @@ def _narrow_count(stmt: sa.Select[Any], rtype: ResourceType | None) -> sa.Select
     """A COUNT over the resource's ``count_from_clause`` (its from clause without the
     outer joins that never change the number of rows) when no condition needs them, so
     that the count can be index-only."""
-    narrow = rtype.count_from_clause() if rtype is not None else None
+    if rtype is None:
+        return None
+    narrow = rtype.count_from_clause()
     if narrow is None:
         return None
     if (stmt._group_by_clauses or stmt._distinct or stmt._limit_clause is not None
@@ -250,10 +250,9 @@ def _finish(rtype: ResourceType, spec: ResultSpec,
 
 
 def fetch_one(conn: sa.Connection, ctx: Context, rtype: ResourceType, spec: ResultSpec | None,
-              where: Sequence[Any],
-              base: sa.Select[Any] | None = None) -> dict[str, Any] | None:
+              where: Sequence[Any]) -> dict[str, Any] | None:
     """The one entity matching ``where``, or None (runs in a DB thread)."""
-    stmt = (base if base is not None else rtype.select()).where(*where)
+    stmt = rtype.select().where(*where)
     stmt = stmt.order_by(*order_clauses(rtype, ())).limit(1)
     items = _items(conn, rtype, stmt, spec, ctx)
     if not items:
@@ -278,30 +277,38 @@ def streamable(rtype: ResourceType, spec: ResultSpec) -> bool:
     return not py_filters and sql_order and not spec.paged
 
 
-def count_rows(conn: sa.Connection, rtype: ResourceType, spec: ResultSpec,
-               where: Sequence[Any], base: sa.Select[Any] | None = None) -> int:
-    """The number of rows an SQL-only spec matches (runs in a DB thread)."""
-    sql_where, _, _ = _split(rtype, spec)
-    stmt = (base if base is not None else rtype.select()).where(*where, *sql_where)
-    return _count(conn, stmt)
+class Batches:
+    """An unpaged collection that :func:`streamable` accepts, read in batches of ``size``
+    items on one connection (in a DB thread): iterate for the batches; :meth:`total`
+    counts the rows (on the same connection, between two batches if need be)."""
 
+    def __init__(self, conn: sa.Connection, ctx: Context, rtype: ResourceType,
+                 spec: ResultSpec, where: Sequence[Any], size: int = 2000) -> None:
+        assert streamable(rtype, spec)
+        self.conn = conn
+        self.ctx = ctx
+        self.rtype = rtype
+        self.spec = spec
+        self.size = size
+        sql_where, _, _ = _split(rtype, spec)
+        self._stmt = rtype.select().where(*where, *sql_where)
 
-def iter_batches(conn: sa.Connection, ctx: Context, rtype: ResourceType, spec: ResultSpec,
-                 where: Sequence[Any], batch: int = 2000,
-                 base: sa.Select[Any] | None = None) -> Iterator[list[dict[str, Any]]]:
-    """Stream an unpaged collection that :func:`streamable` accepts, in batches."""
-    assert streamable(rtype, spec)
-    sql_where, _, _ = _split(rtype, spec)
-    stmt = (base if base is not None else rtype.select()).where(*where, *sql_where)
-    stmt = stmt.order_by(*order_clauses(rtype, spec.order))
+    def total(self) -> int:
+        """The number of rows the collection has."""
+        return _count(self.conn, self._stmt)
 
-    if conn.dialect.name == "postgresql":
-        # Every row will be read: plan the cursor for the whole result, not for its first
-        # tenth (which can walk the primary key past a million rows to find a few).
-        conn.exec_driver_sql("SET LOCAL cursor_tuple_fraction = 1.0")
-    result = conn.execute(stmt.execution_options(stream_results=True, yield_per=batch))
-    keys = list(result.keys())
-    for rows in result.partitions(batch):
-        items = rtype.to_items(keys, rows)
-        rtype.complete(conn, items, spec, ctx)
-        yield _finish(rtype, spec, items)
+    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+        conn, rtype, spec = self.conn, self.rtype, self.spec
+        stmt = self._stmt.order_by(*order_clauses(rtype, spec.order))
+        if conn.dialect.name == "postgresql":
+            # Every row will be read: plan the cursor for the whole result, not for its
+            # first tenth (which can walk the primary key past a million rows to find a
+            # few).
+            conn.exec_driver_sql("SET LOCAL cursor_tuple_fraction = 1.0")
+        result = conn.execute(stmt.execution_options(stream_results=True,
+                                                     yield_per=self.size))
+        keys = list(result.keys())
+        for rows in result.partitions(self.size):
+            items = rtype.to_items(keys, rows)
+            rtype.complete(conn, items, spec, self.ctx)
+            yield _finish(rtype, spec, items)

@@ -1,4 +1,5 @@
-"""What a raw endpoint returns: bytes, or a generator of bytes run in a DB thread."""
+# -*- test-case-name: tests.data.test_connector -*-
+"""What a raw endpoint answers: bytes, or a generator of bytes run in a DB thread."""
 
 from __future__ import annotations
 
@@ -7,16 +8,34 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from buildbot_rest.db.stream import ThreadStream
+
 
 @dataclass
 class RawData:
-    """A download. Exactly one of ``body`` and ``generate`` is set; ``generate(conn)``
-    yields the bytes in pieces and runs in a database thread."""
+    """A download. Exactly one of ``body`` and ``generate`` is set by an endpoint;
+    ``generate(conn)`` yields the bytes in pieces in a database thread. The data
+    connector starts it and sets ``stream``, whose pieces the caller takes, calling
+    ``consumed()`` after each and awaiting ``close()`` at the end."""
 
     content_type: bytes
     filename: str | None = None
     body: bytes | None = None
     generate: Callable[[Any], Iterator[bytes]] | None = None
+    stream: ThreadStream | None = None
+
+    async def read_all(self) -> bytes:
+        """The whole download at once (for callers that need no streaming)."""
+        if self.stream is None:
+            return self.body or b""
+        pieces: list[bytes] = []
+        try:
+            while (piece := await self.stream.next()) is not None:
+                pieces.append(piece)
+                self.stream.consumed()
+        finally:
+            await self.stream.close()
+        return b"".join(pieces)
 
     def content_disposition(self) -> bytes:
         """``attachment`` with the file name quoted as RFC 6266 asks (and an RFC 5987

@@ -86,7 +86,8 @@ def _default_postgresql_driver() -> str:
         except ImportError:
             continue
         return driver
-    raise DatabaseError("PostgreSQL needs a driver: pip install 'buildbot_rest[postgresql]'")
+    # psycopg2-binary is a dependency of the package, so this is a broken installation.
+    raise DatabaseError("PostgreSQL needs a driver: pip install psycopg2-binary")
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:

@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.db.test_logchunks -*-
-"""Reading log chunks: their codecs, line ranges, and the raw text of a whole log.
+"""Log chunks: their codecs, line ranges, and the raw text of a whole log.
 
 A chunk holds whole lines ``first_line..last_line`` (0-based) joined by ``\\n`` without the
 final newline, compressed with the codec named by ``logchunks.compressed``. Lines are split
@@ -9,14 +9,14 @@ on ``\\n`` only; their bytes are passed through (a ``\\r`` is part of its line).
 from __future__ import annotations
 
 import bz2
+import functools
 import re
 import threading
 import zlib
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 
-import brotli  # type: ignore[import-untyped]
-import lz4.block  # type: ignore[import-untyped]
+import brotli
+import lz4.block
 import sqlalchemy as sa
 import zstandard
 
@@ -42,24 +42,53 @@ class CorruptChunk(ValueError):
     """A chunk that cannot be decoded (unknown codec or damaged data)."""
 
 
+def _zstd_write(data: bytes) -> bytes:
+    # (De)compressors are not thread-safe: one per thread. Upstream writes zstd through a
+    # streaming object, so its frames carry no content size.
+    cctx = getattr(_local, "zstd_writer", None)
+    if cctx is None:
+        cctx = _local.zstd_writer = zstandard.ZstdCompressor(level=9)
+    obj = cctx.compressobj()
+    return bytes(obj.compress(data) + obj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH))
+
+
 def _zstd_read(data: bytes) -> bytes:
-    # Decompressors are not thread-safe: one per thread. Upstream writes zstd through a
-    # streaming object, whose frames carry no content size, hence decompressobj().
-    dctx = getattr(_local, "zstd", None)
+    # Frames without a content size (see _zstd_write) need decompressobj().
+    dctx = getattr(_local, "zstd_reader", None)
     if dctx is None:
-        dctx = _local.zstd = zstandard.ZstdDecompressor()
+        dctx = _local.zstd_reader = zstandard.ZstdDecompressor()
     obj = dctx.decompressobj()
-    return obj.decompress(data) + obj.flush()
+    return bytes(obj.decompress(data) + obj.flush())
 
 
-_READERS: dict[int, Any] = {
+_Codec = Callable[[bytes], bytes]
+
+# The compressors as upstream's log compressors call them.
+_WRITERS: dict[int, _Codec] = {
+    RAW: bytes,
+    GZ: functools.partial(zlib.compress, level=9),
+    BZ2: functools.partial(bz2.compress, compresslevel=9),
+    LZ4: lz4.block.compress,  # block format with the size stored first, as upstream
+    ZSTD: _zstd_write,
+    BROTLI: functools.partial(brotli.compress, mode=brotli.MODE_TEXT, quality=11),
+}
+
+_READERS: dict[int, _Codec] = {
     RAW: bytes,
     GZ: zlib.decompress,
     BZ2: bz2.decompress,
-    LZ4: lz4.block.decompress,  # block format with the size stored first, as upstream
+    LZ4: lz4.block.decompress,
     ZSTD: _zstd_read,
     BROTLI: brotli.decompress,
 }
+
+
+def compress(code: int, data: bytes) -> bytes:
+    """``data`` compressed with codec ``code`` as upstream stores a chunk's content."""
+    writer = _WRITERS.get(code)
+    if writer is None:
+        raise ValueError(f"unknown log chunk compression {code}")
+    return bytes(writer(data))
 
 
 def decompress(code: int, data: bytes | None) -> bytes:

@@ -1,16 +1,21 @@
-# -*- test-case-name: tests.db.test_pool -*-
+# -*- test-case-name: tests.db.test_database -*-
 """Run database work off the reactor thread, one connection per call, with retries."""
 
 from __future__ import annotations
 
 import random
 import time
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from twisted.internet import defer, threads
+from twisted.internet.interfaces import IReactorFromThreads, IReactorThreads
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+
+from buildbot_rest.db.stream import ThreadStream
 
 T = TypeVar("T")
 
@@ -18,7 +23,16 @@ log = Logger()
 
 
 class DatabaseUnavailable(Exception):
-    """The database kept failing with transient errors for longer than the retry budget."""
+    """The database kept failing with transient errors for longer than the retry budget,
+    or a write's commit failed so that its outcome is unknown."""
+
+
+class _CommitFailed(Exception):
+    """Raised inside the retry loop when COMMIT itself failed: never retried."""
+
+    def __init__(self, error: sa.exc.DBAPIError) -> None:
+        super().__init__(str(error.orig))
+        self.error = error
 
 
 def is_transient(error: sa.exc.DBAPIError) -> bool:
@@ -46,7 +60,9 @@ class DBThreadPool:
 
     Each call gets its own connection from the engine's pool. Transient errors (a locked
     SQLite database, a dropped connection) are retried with exponential backoff until
-    ``retry_seconds`` have passed; then :class:`DatabaseUnavailable` is raised.
+    ``retry_seconds`` have passed; then :class:`DatabaseUnavailable` is raised. A write
+    (:meth:`do_in_transaction`) is retried only while nothing has been committed: a
+    failure of the COMMIT itself is never retried, since the write may have landed.
     """
 
     def __init__(self, engine: sa.Engine, *, size: int, reactor: Any = None,
@@ -57,7 +73,7 @@ class DBThreadPool:
         self.engine = engine
         self.size = size
         self.retry_seconds = retry_seconds
-        self._reactor = reactor
+        self._reactor: IReactorThreads = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=size, name=name)
         self._started = False
 
@@ -78,6 +94,10 @@ class DBThreadPool:
         while True:
             try:
                 return fn()
+            except _CommitFailed as e:
+                raise DatabaseUnavailable(
+                    f"the database failed while committing a write, which may or may not "
+                    f"have been saved: {e.error.orig}") from e.error
             except sa.exc.DBAPIError as e:
                 if not is_transient(e):
                     raise
@@ -91,28 +111,68 @@ class DBThreadPool:
                 delay = min(delay * 2, 2.0) * (1 + random.random() / 10)
 
     def run_sync(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-        """Run ``fn(conn, *args)`` in this thread, with retries (for tools and tests)."""
+        """Run ``fn(conn, *args)`` in this thread, with retries (for reads, tools and
+        tests). What ``fn`` does not commit itself is rolled back."""
         def once() -> T:
             with self.engine.connect() as conn:
                 return fn(conn, *args, **kw)
         return self._retrying(once)
 
     def run_in_transaction_sync(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        """Run ``fn(conn, *args)`` in one transaction in this thread and commit it.
+
+        A transient error before the commit rolls back and runs ``fn`` again on a new
+        connection (so ``fn`` must have no effect outside the transaction); an error of
+        the COMMIT raises :class:`DatabaseUnavailable` at once, never re-running a write
+        that may have been committed."""
         def once() -> T:
-            with self.engine.begin() as conn:
-                return fn(conn, *args, **kw)
+            with self.engine.connect() as conn:
+                transaction = conn.begin()
+                try:
+                    result = fn(conn, *args, **kw)
+                except BaseException:
+                    if transaction.is_active:
+                        transaction.rollback()
+                    raise
+                try:
+                    transaction.commit()
+                except sa.exc.DBAPIError as e:
+                    raise _CommitFailed(e) from e
+                return result
         return self._retrying(once)
 
     def do(self, fn: Callable[..., T], *args: Any, **kw: Any) -> defer.Deferred[T]:
-        """Run ``fn(conn, *args, **kw)`` on a pool thread; a read or self-committing work."""
-        return threads.deferToThreadPool(self._reactor, self._pool, self.run_sync, fn, *args, **kw)
+        """Run ``fn(conn, *args, **kw)`` on a pool thread: a read."""
+        return threads.deferToThreadPool(self._reactor, self._pool,  # type: ignore[arg-type]
+                                         self.run_sync, fn, *args, **kw)
 
     def do_in_transaction(self, fn: Callable[..., T], *args: Any,
                           **kw: Any) -> defer.Deferred[T]:
-        """Run ``fn(conn, *args, **kw)`` inside one transaction, committed when it returns."""
+        """Run ``fn(conn, *args, **kw)`` inside one transaction, committed when it returns
+        (see :meth:`run_in_transaction_sync` for what is retried)."""
         return threads.deferToThreadPool(
-            self._reactor, self._pool, self.run_in_transaction_sync, fn, *args, **kw)
+            self._reactor, self._pool,  # type: ignore[arg-type]
+            self.run_in_transaction_sync, fn, *args, **kw)
 
-    def call(self, fn: Callable[..., T], *args: Any, **kw: Any) -> defer.Deferred[T]:
-        """Run a plain function (no connection) on a pool thread."""
-        return threads.deferToThreadPool(self._reactor, self._pool, fn, *args, **kw)
+    def stream(self, generate: Callable[[sa.Connection], Iterator[Any]],
+               window: int = 4) -> ThreadStream:
+        """Start ``generate(conn)`` on a pool thread and return the stream of its pieces
+        (see :class:`ThreadStream`). The connection is held until the generator ends or
+        the stream is cancelled; a failure to connect ends the stream with that error."""
+        reactor: IReactorFromThreads = self._reactor  # type: ignore[assignment]
+        stream = ThreadStream(reactor, window)
+        stream.running = threads.deferToThreadPool(
+            self._reactor, self._pool,  # type: ignore[arg-type]
+            self._stream_sync, stream, generate)
+        return stream
+
+    def _stream_sync(self, stream: ThreadStream,
+                     generate: Callable[[sa.Connection], Iterator[Any]]) -> None:
+        # Connecting is retried; the generator is not (its pieces may be out already).
+        try:
+            conn = self._retrying(self.engine.connect)
+        except Exception:  # noqa: BLE001 - handed to the stream's consumer
+            stream.end_with(Failure())
+            return
+        with conn:
+            stream.run(conn, generate)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeAlias
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
@@ -17,6 +19,9 @@ TEXT = sa.Text
 HASH = sa.String(40)
 PROPERTY_NAME = sa.String(256)
 
+#: a column type, as sa.Column takes it: a class or an instance
+_Type: TypeAlias = "type[sa.types.TypeEngine[Any]] | sa.types.TypeEngine[Any]"
+
 
 def _table(name: str, *items: sa.schema.SchemaItem) -> sa.Table:
     # MySQL databases are often created latin1; upstream forces utf8 on each table.
@@ -28,7 +33,7 @@ def _pk(name: str = "id") -> sa.Column:
 
 
 def _ref(name: str, target: str, ondelete: str, *, nullable: bool = False,
-         fk_name: str | None = None, use_alter: bool = False, **kw) -> sa.Column:
+         fk_name: str | None = None, use_alter: bool = False, **kw: Any) -> sa.Column:
     """A foreign-key column with its ON DELETE rule."""
     return sa.Column(
         name, INT,
@@ -37,13 +42,13 @@ def _ref(name: str, target: str, ondelete: str, *, nullable: bool = False,
     )
 
 
-def _col(name: str, type_, *, null: bool = True, default: str | None = None,
-         **kw) -> sa.Column:
+def _col(name: str, type_: _Type, *, null: bool = True, default: str | None = None,
+         **kw: Any) -> sa.Column:
     server_default = sa.DefaultClause(default) if default is not None else None
     return sa.Column(name, type_, nullable=null, server_default=server_default, **kw)
 
 
-def _req(name: str, type_, **kw) -> sa.Column:
+def _req(name: str, type_: _Type, **kw: Any) -> sa.Column:
     """A NOT NULL column."""
     return _col(name, type_, null=False, **kw)
 

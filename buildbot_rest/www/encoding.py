@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import calendar
 import datetime
-import gzip
 import json
 import re
 import zlib
 from collections.abc import Callable
 from typing import Any
 
+import brotli
 import orjson
+import zstandard
 
 JSON_TYPE = b"application/json; charset=utf-8"
 
@@ -62,25 +63,17 @@ def _gzip() -> _Encoder:
     return _Encoder(c.compress, c.flush)
 
 
-def _brotli() -> _Encoder | None:
-    try:
-        import brotli
-    except ImportError:
-        return None
+def _brotli() -> _Encoder:
     c = brotli.Compressor(quality=4)
     return _Encoder(c.process, c.finish)
 
 
-def _zstd() -> _Encoder | None:
-    try:
-        import zstandard
-    except ImportError:
-        return None
+def _zstd() -> _Encoder:
     c = zstandard.ZstdCompressor(level=3).compressobj()
     return _Encoder(c.compress, c.flush)
 
 
-_FACTORIES: dict[str, Callable[[], _Encoder | None]] = {
+_FACTORIES: dict[str, Callable[[], _Encoder]] = {
     "br": _brotli,
     "zstd": _zstd,
     "gzip": _gzip,
@@ -106,22 +99,10 @@ def choose_encoding(accept_encoding: bytes | None) -> tuple[str, _Encoder] | Non
             continue
         qs[m.group(1).lower()] = q
     star = qs.get("*", 0.0)
-    ranked = sorted(
-        ((qs.get(name, star), -i, name) for i, name in enumerate(_PREFERENCE)),
-        reverse=True,
-    )
-    for q, _, name in ranked:
-        if q <= 0:
-            break
-        encoder = _FACTORIES[name]()
-        if encoder is not None:
-            return name, encoder
-    return None
-
-
-def gzip_decompress(data: bytes) -> bytes:
-    """For tests and tools."""
-    return gzip.decompress(data)
+    q, _, name = max((qs.get(name, star), -i, name) for i, name in enumerate(_PREFERENCE))
+    if q <= 0:
+        return None
+    return name, _FACTORIES[name]()
 
 
 class CollectionWriter:

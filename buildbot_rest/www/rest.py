@@ -1,42 +1,33 @@
-# -*- test-case-name: tests.www.test_rest -*-
-"""``/api/v2``: REST reads (GET, HEAD) over the data API."""
+# -*- test-case-name: tests.www.test_core -*-
+"""``/api/v2``: REST reads (GET, HEAD) over the data API.
+
+This module turns requests into data API reads and answers into bytes: it knows nothing
+of SQL, connections or database threads. What streams, and how, the data connector
+decides (:meth:`buildbot_rest.data.connector.DataConnector.read`)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from buildbot_rest.data import engine
-from buildbot_rest.data.base import Endpoint, Kind
-from buildbot_rest.data.context import Context
+from buildbot_rest.data.base import Kind
+from buildbot_rest.data.connector import DataConnector
 from buildbot_rest.data.errors import ApiError, BadRequest
 from buildbot_rest.data.rawdata import RawData
+from buildbot_rest.data.reads import Collection, CollectionStream
 from buildbot_rest.data.resultspec import ResultSpec, group, parse_query_string
 from buildbot_rest.www import encoding
-from buildbot_rest.www.stream import ThreadStream
 
 log = Logger()
-
-#: bytes written per ``request.write`` when streaming
-WRITE_SIZE = 64 * 1024
-#: rows per batch of a streamed collection; an unpaged collection shorter than one batch
-#: is answered in one piece, with a Content-Length
-STREAM_BATCH = 2000
-
-
-class _Whole:
-    """The first and only batch of a collection: answered whole, not streamed."""
-
-    def __init__(self, items: list[Any]) -> None:
-        self.items = items
-
 
 class Responder:
     """Writes one response: headers, optional compression, HEAD without a body."""
@@ -80,8 +71,8 @@ class Responder:
             lines = req.requestHeaders.getRawHeaders(b"accept-encoding") or []
             chosen = encoding.choose_encoding(b",".join(lines))
         if chosen is not None:
-            name, self._encoder = chosen
-            req.setHeader(b"content-encoding", name.encode())
+            coding, self._encoder = chosen
+            req.setHeader(b"content-encoding", coding.encode())
         elif length is not None:
             req.setHeader(b"content-length", str(length).encode())
         elif self.head:
@@ -125,24 +116,29 @@ class Responder:
         self.finish()
 
 
-def error_body(message: str, compact: bool = True) -> bytes:
+def error_body(message: str) -> bytes:
     """An error as upstream writes it, ``{"error": "..."}`` with its separators, whatever
-    the Accept header (``compact`` is kept for callers; it changes nothing)."""
+    the Accept header."""
     return json.dumps({"error": message}).encode()
 
 
+class UserSource(Protocol):
+    """Who makes a request (the auth layer)."""
+
+    def user_for(self, request: IRequest) -> Mapping[str, Any]: ...
+
+
 class RestResource(Resource):
-    """The data API over HTTP. Mounted at ``/api/v2`` and ``/api/latest``."""
+    """The data API over HTTP. Mounted at ``/api/v2`` and ``/api/latest``.
+
+    ``auth`` tells who makes each request (everyone is anonymous without it)."""
 
     isLeaf = True
 
-    def __init__(self, connector: Any, *, reactor: Any = None) -> None:
+    def __init__(self, connector: DataConnector, *, auth: UserSource | None = None) -> None:
         super().__init__()
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-            reactor = default_reactor
         self.connector = connector
-        self.reactor = reactor
+        self.auth = auth
 
     def render(self, request: Request) -> Any:
         responder = Responder(request)
@@ -156,10 +152,10 @@ class RestResource(Resource):
             return
         if request.startedWriting:
             # Too late for a status: cut the response so the client sees it is incomplete.
-            request.channel.loseConnection() if request.channel else None
+            if request.channel is not None:
+                request.channel.loseConnection()
             return
-        compact = encoding.wants_compact(request.getHeader(b"accept"))
-        responder.send(500, error_body("internal error - see logs", compact))
+        responder.send(500, error_body("internal error - see logs"))
 
     async def _handle(self, request: Request, responder: Responder) -> None:
         compact = encoding.wants_compact(request.getHeader(b"accept"))
@@ -173,10 +169,10 @@ class RestResource(Resource):
                 return
             if request.startedWriting:
                 raise
-            responder.send(e.status, error_body(e.message, compact))
+            responder.send(e.status, error_body(e.message))
 
     def path_of(self, request: Request) -> tuple[str, ...]:
-        return tuple(p.decode("utf-8", "replace") for p in request.postpath)
+        return tuple(p.decode("utf-8", "replace") for p in request.postpath or ())
 
     async def _read(self, request: Request, responder: Responder, compact: bool) -> None:
         path = self.path_of(request)
@@ -184,44 +180,32 @@ class RestResource(Resource):
         query = request.uri.partition(b"?")[2]
         args = group(parse_query_string(query))
         spec = self.connector.parse_spec(endpoint, args)
-        ctx = Context(self.connector, endpoint=endpoint, kwargs=kwargs)
-        if endpoint.kind in (Kind.RAW, Kind.RAW_INLINE):
-            raw = await endpoint.get(ctx, spec, kwargs)
-            if raw is None:
-                raise ctx.not_found()
-            await self._send_raw(responder, endpoint, raw)
-            return
-        if endpoint.kind is Kind.COLLECTION and self._streamable(endpoint, spec):
-            result = await self._stream_collection(ctx, endpoint, spec, kwargs, responder,
-                                                   compact)
-            if result is None:
-                return  # streamed
-        else:
-            result = await endpoint.get(ctx, spec, kwargs)
+        user = self.auth.user_for(request) if self.auth is not None else None
+        ctx = self.connector.context(endpoint, kwargs, user=user)
+        answer = await self.connector.read(ctx, endpoint, spec, kwargs)
         plural = endpoint.rtype.plural
-        if endpoint.kind is Kind.COLLECTION:
-            if result is None:
-                raise ctx.not_found()
-            items, total = result
-            meta: dict[str, Any] = {"total": total}
+        if isinstance(answer, RawData):
+            await self._send_raw(responder, endpoint.kind is Kind.RAW, answer)
+        elif isinstance(answer, CollectionStream):
+            await self._send_stream(responder, plural, answer, compact)
+        elif isinstance(answer, Collection):
+            meta: dict[str, Any] = {"total": answer.total}
             headers: dict[bytes, bytes] = {}
             if spec.paged:
-                links = self._page_links(request, path, args, spec, total)
+                links = self._page_links(path, args, spec, answer.total)
                 meta["links"] = links
                 if links:
                     headers[b"link"] = ", ".join(
                         f'<{url}>; rel="{rel}"' for rel, url in links.items()).encode()
-            body = encoding.dumps({plural: items, "meta": meta}, compact)
+            body = encoding.dumps({plural: answer.items, "meta": meta}, compact)
             responder.send(200, body, headers=headers)
         else:
-            if result is None:
-                raise ctx.not_found()
-            body = encoding.dumps({plural: [result], "meta": {}}, compact)
+            body = encoding.dumps({plural: [answer.entity], "meta": {}}, compact)
             responder.send(200, body)
 
     # -- pagination links -------------------------------------------------------------
 
-    def _page_links(self, request: Request, path: tuple[str, ...], args: dict[str, list[str]],
+    def _page_links(self, path: tuple[str, ...], args: dict[str, list[str]],
                     spec: ResultSpec, total: int) -> dict[str, str]:
         offset = spec.offset or 0
         links: dict[str, str] = {}
@@ -239,95 +223,65 @@ class RestResource(Resource):
             links["prev"] = url(max(0, min(offset, total) - step))
         return links
 
-    # -- streaming collections --------------------------------------------------------
+    # -- streamed answers -------------------------------------------------------------
 
-    @staticmethod
-    def _streamable(endpoint: Endpoint, spec: ResultSpec) -> bool:
-        # Only endpoints served by the generic engine, unpaged, and SQL-only.
-        return (type(endpoint).get is Endpoint.get and not spec.paged
-                and engine.streamable(endpoint.rtype, spec))
-
-    async def _stream_collection(self, ctx: Context, endpoint: Endpoint, spec: ResultSpec,
-                                 kwargs: dict[str, Any], responder: Responder,
-                                 compact: bool) -> tuple[list[Any], int] | None:
-        """Stream an unpaged collection from a DB thread. One that fits in the first batch
-        (most do) is returned as ``(items, total)`` for a plain response instead."""
-        rtype = endpoint.rtype
-        # Keys are sorted: a plural after "meta" needs the total before the items.
-        total_first = rtype.plural > "meta"
-
-        def generate(conn: Any) -> Iterator[Any]:
-            where = endpoint.where(ctx.resolve_in(conn, kwargs, endpoint.unchecked))
-            batches = engine.iter_batches(conn, ctx, rtype, spec, where, batch=STREAM_BATCH)
-            first = next(batches, [])
-            if len(first) < STREAM_BATCH:
-                yield _Whole(first)
-                return
-            # The count runs on the stream's own connection, once the first rows are read.
-            if total_first:
-                yield engine.count_rows(conn, rtype, spec, where)
-            yield first
-            yield from batches
-
-        writer = encoding.CollectionWriter(rtype.plural, compact)
-        stream = ThreadStream(self.reactor)
-        request = responder.request
-        request.registerProducer(stream, True)
-        responder.on_disconnect(stream.cancel)
-        running = ctx.db.pool.do(stream.run, generate)
+    async def _send_stream(self, responder: Responder, plural: str,
+                           answer: CollectionStream, compact: bool) -> None:
+        """Write a collection batch by batch, byte for byte as the whole document."""
+        if responder.disconnected:
+            await answer.close()
+            return
+        _register(responder, answer.producer)
+        responder.on_disconnect(answer.cancel)
         try:
-            piece = await stream.next()
-            if isinstance(piece, _Whole):
-                return piece.items, len(piece.items)
-            total = piece if total_first else None
-            if responder.disconnected:
-                return None
+            writer = encoding.CollectionWriter(plural, compact)
             responder.start(200, encoding.JSON_TYPE)
-            responder.write(writer.opening(total))
+            responder.write(writer.opening(answer.total))
             count = 0
-            batch = await stream.next() if total_first else piece
-            while batch is not None:
+            while (batch := await answer.next()) is not None:
                 count += len(batch)
                 responder.write(writer.items(batch))
-                stream.consumed()
-                batch = await stream.next()
+                answer.consumed()
             if responder.disconnected:
-                return None
-            responder.write(writer.closing(None if total_first else count))
+                return
+            responder.write(writer.closing(None if answer.total is not None else count))
         finally:
-            stream.cancel()
-            request.unregisterProducer()
-            await running
+            _unregister(responder)
+            await answer.close()
         responder.finish()
-        return None
 
-    # -- raw downloads ----------------------------------------------------------------
-
-    async def _send_raw(self, responder: Responder, endpoint: Endpoint, raw: RawData) -> None:
+    async def _send_raw(self, responder: Responder, download: bool, raw: RawData) -> None:
         headers: dict[bytes, bytes] = {}
-        if endpoint.kind is Kind.RAW and raw.filename:
+        if download and raw.filename:
             headers[b"content-disposition"] = raw.content_disposition()
-        if raw.body is not None:
-            responder.send(200, raw.body, raw.content_type, headers=headers)
+        if raw.stream is None:
+            responder.send(200, raw.body or b"", raw.content_type, headers=headers)
             return
-        stream = ThreadStream(self.reactor)
-        request = responder.request
-        request.registerProducer(stream, True)
-        assert raw.generate is not None
+        stream = raw.stream
+        if responder.disconnected:
+            await stream.close()
+            return
+        _register(responder, stream)
         responder.on_disconnect(stream.cancel)
-        running = self.connector.db.pool.do(stream.run, raw.generate)
         try:
             responder.start(200, raw.content_type, headers=headers)
-            while True:
-                piece = await stream.next()
-                if piece is None:
-                    break
+            while (piece := await stream.next()) is not None:
                 responder.write(piece)
                 stream.consumed()
             if responder.disconnected:
                 return
         finally:
-            stream.cancel()
-            request.unregisterProducer()
-            await running
+            _unregister(responder)
+            await stream.close()
         responder.finish()
+
+
+def _register(responder: Responder, producer: IPushProducer) -> None:
+    """Let the transport's flow control pause ``producer`` (a connected request only)."""
+    responder.request.registerProducer(producer, True)
+
+
+def _unregister(responder: Responder) -> None:
+    # A request whose client has gone has no channel left to unregister from.
+    if responder.request.channel is not None:
+        responder.request.unregisterProducer()

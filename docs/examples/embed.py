@@ -9,9 +9,9 @@ that page once, print it and exit.
 import json
 import sys
 
-import treq
 from twisted.application.service import MultiService
 from twisted.internet import defer, endpoints, task
+from twisted.web.client import Agent, readBody
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import Data
@@ -46,8 +46,9 @@ async def main(reactor, *argv):
     if not once:
         print(f"serving {url}; Ctrl-C stops")
         await defer.Deferred()  # until the reactor stops
-    response = await treq.get(url)
-    print(response.code, json.dumps(await response.json(), sort_keys=True))
+    response = await Agent(reactor).request(b"GET", url.encode())
+    body = json.loads(await readBody(response))
+    print(response.code, json.dumps(body, sort_keys=True))
     await port.stopListening()
 
 

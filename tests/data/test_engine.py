@@ -175,9 +175,9 @@ def test_streaming_batches_equal_the_collection(db):
     spec = spec_of("order=-results")
     with db.engine.connect() as conn:
         whole, total = engine.fetch_collection(conn, None, RTYPE, spec, [])
-        streamed = [i for batch in engine.iter_batches(conn, None, RTYPE, spec, [], batch=4)
-                    for i in batch]
-        assert engine.count_rows(conn, RTYPE, spec, []) == total
+        batches = engine.Batches(conn, None, RTYPE, spec, [], size=4)
+        streamed = [i for batch in batches for i in batch]
+        assert batches.total() == total
     assert streamed == whole
 
 

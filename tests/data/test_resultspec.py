@@ -6,8 +6,7 @@ import pytest
 
 from buildbot_rest.data import types as t
 from buildbot_rest.data.errors import InvalidQuery
-from buildbot_rest.data.resultspec import (Filter, group, parse, parse_query_string,
-                                           sort_items)
+from buildbot_rest.data.resultspec import Filter, group, parse, parse_query_string, sort_items
 
 FIELDS = {
     "buildid": t.Integer(), "number": t.Integer(), "started_at": t.DateTime(),

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
-from typing import Self
+from typing import Any, Self
 
 import pytest
 import pytest_twisted
 import sqlalchemy as sa
+from twisted.logger import LogEvent, globalLogPublisher
 
 from buildbot_rest.db import schema
 from buildbot_rest.db.database import Database, DatabaseError
@@ -197,15 +197,38 @@ def assert_one_line(error: DatabaseError, hint: str) -> None:
     assert "Traceback" not in text
 
 
+# -- retries, counted (never timed: a shared machine makes elapsed seconds meaningless) -----
+
+@pytest.fixture
+def retries() -> Iterator[list[LogEvent]]:
+    """The events the pool logs as it retries ("transient database error, retrying in
+    {delay}s: {err}"), one per retry, from whichever thread emits them."""
+    events: list[LogEvent] = []
+
+    def observe(event: LogEvent) -> None:
+        if str(event.get("log_format", "")).startswith("transient database error, retrying"):
+            events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    yield events
+    globalLogPublisher.removeObserver(observe)
+
+
+def waited(events: list[LogEvent]) -> float:
+    """The seconds the pool said it would sleep between its attempts, in all."""
+    return sum(float(e["delay"]) for e in events)
+
+
 # -- errors a user sees -------------------------------------------------------------------
 
 @pytest.mark.postgresql
-def test_unreachable_postgresql() -> None:
+def test_unreachable_postgresql(retries: list[LogEvent]) -> None:
     db = Database("postgresql://bb:s3cret@127.0.0.1:1/bb", retry_seconds=2)
-    start = time.monotonic()
     with pytest.raises(DatabaseError) as info:
         db.prepare_sync()
-    assert time.monotonic() - start < 10
+    # it gave up within its retry budget: the waits between its attempts fit in 2 s
+    assert waited(retries) <= 2
+    assert all("127.0.0.1" in str(e["err"]) for e in retries)
     assert_one_line(info.value, "cannot connect to")
     assert "127.0.0.1" in str(info.value)
     assert "s3cret" not in str(info.value)
@@ -314,12 +337,14 @@ async def test_do_in_transaction_commits_several_tables(running: Database) -> No
 
 
 class LockHolder:
-    """Holds SQLite's write lock from another connection, as another process would."""
+    """Holds SQLite's write lock from another connection, as another process would, from
+    entering the ``with`` block until :meth:`free` (or the block's end)."""
 
-    def __init__(self, path: str, seconds: float) -> None:
+    def __init__(self, path: str) -> None:
         self.path = path
-        self.seconds = seconds
         self.locked = threading.Event()
+        self._release = threading.Event()
+        self._released = threading.Event()
         self.thread = threading.Thread(target=self._hold, daemon=True)
 
     def _hold(self) -> None:
@@ -327,10 +352,20 @@ class LockHolder:
         try:
             conn.execute("BEGIN EXCLUSIVE")
             self.locked.set()
-            time.sleep(self.seconds)
+            self._release.wait(60)
             conn.execute("COMMIT")
         finally:
             conn.close()
+            self._released.set()
+
+    def free(self) -> None:
+        """Let go of the lock, and return once it is free."""
+        self._release.set()
+        assert self._released.wait(10)
+
+    @property
+    def held(self) -> bool:
+        return self.locked.is_set() and not self._released.is_set()
 
     def __enter__(self) -> Self:
         self.thread.start()
@@ -338,6 +373,7 @@ class LockHolder:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._release.set()
         self.thread.join()
 
 
@@ -349,9 +385,9 @@ def insert_impatiently(conn: sa.Connection) -> None:
 
 @pytest.fixture
 def sqlite_db(sqlite_url: str, request: pytest.FixtureRequest) -> Iterator[Database]:
-    """A started SQLite database with a scratch table, retrying for 1.5 s (or the number
+    """A started SQLite database with a scratch table, retrying for 30 s (or the number
     the test is parametrized with)."""
-    db = Database(sqlite_url, retry_seconds=getattr(request, "param", 1.5))
+    db = Database(sqlite_url, retry_seconds=getattr(request, "param", 30))
     db.prepare_sync()
     db.pool.run_in_transaction_sync(scratch_table().create)
     db.start()
@@ -359,35 +395,58 @@ def sqlite_db(sqlite_url: str, request: pytest.FixtureRequest) -> Iterator[Datab
     db.stop()
 
 
+def rows_of_scratch(db: Database) -> Any:
+    return db.pool.do(lambda conn: conn.execute(
+        sa.select(sa.func.count()).select_from(scratch_table())).scalar())
+
+
 @pytest_twisted.ensureDeferred
-async def test_locked_sqlite_is_retried(sqlite_db: Database) -> None:
+async def test_locked_sqlite_is_retried(sqlite_db: Database,
+                                        retries: list[LogEvent]) -> None:
     path = sqlite_db.engine.url.database
     assert path
-    with LockHolder(path, 0.5):
-        start = time.monotonic()
-        await sqlite_db.pool.do_in_transaction(insert_impatiently)
-        waited = time.monotonic() - start
+    attempts: list[bool] = []
 
-    assert waited > 0.2  # it did meet the lock, and waited it out
-    count = await sqlite_db.pool.do(
-        lambda conn: conn.execute(sa.select(sa.func.count()).select_from(scratch_table()))
-        .scalar())
-    assert count == 1
+    def insert(conn: sa.Connection) -> None:
+        attempts.append(lock.held)
+        if len(attempts) == 3:
+            lock.free()  # the other process lets go while we retry
+        insert_impatiently(conn)
+
+    with LockHolder(path) as lock:
+        await sqlite_db.pool.do_in_transaction(insert)
+
+    # it met the lock twice, retrying after each, and the third attempt went through
+    assert attempts == [True, True, True]
+    assert len(retries) == 2
+    assert all("database is locked" in str(e["err"]) for e in retries)
+    assert [e["delay"] for e in retries] == sorted(e["delay"] for e in retries)
+    assert await rows_of_scratch(sqlite_db) == 1
 
 
-@pytest.mark.parametrize("sqlite_db", [0.6], indirect=True)
+@pytest.mark.parametrize("sqlite_db", [1.0], indirect=True)
 @pytest_twisted.ensureDeferred
-async def test_sqlite_locked_too_long_is_unavailable(sqlite_db: Database) -> None:
+async def test_sqlite_locked_too_long_is_unavailable(sqlite_db: Database,
+                                                     retries: list[LogEvent]) -> None:
     path = sqlite_db.engine.url.database
     assert path
-    with LockHolder(path, 2.0):
-        start = time.monotonic()
+    attempts: list[bool] = []
+
+    def insert(conn: sa.Connection) -> None:
+        attempts.append(lock.held)
+        insert_impatiently(conn)
+
+    with LockHolder(path) as lock:  # held until the pool gives up
         with pytest.raises(DatabaseUnavailable) as info:
-            await sqlite_db.pool.do_in_transaction(insert_impatiently)
-        waited = time.monotonic() - start
-    # It gave up within its retry budget (0.6 s), while the lock was still held.
-    assert 0.2 < waited < 2.0
+            await sqlite_db.pool.do_in_transaction(insert)
+        assert lock.held
     assert "database is locked" in str(info.value)
+    # every attempt met the lock; it retried after each but the last, and gave up within
+    # its retry budget (1 s): the waits it announced between attempts fit in it
+    assert len(attempts) >= 2 and all(attempts)
+    assert len(retries) == len(attempts) - 1
+    assert waited(retries) <= 1.0
+    assert await rows_of_scratch(sqlite_db) == 0
 
 
 @pytest.mark.postgresql

@@ -207,7 +207,7 @@ def test_refuses_an_older_revision(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         conn.execute(schema.alembic_version.update().values(version_num="065"))
     for call in (extra_indexes.status, extra_indexes.add, extra_indexes.drop):
-        with pytest.raises(DatabaseError, match="revision 065.*upgrade-master"):
+        with pytest.raises(DatabaseError, match=r"revision 065.*upgrade-master"):
             call(engine)
     assert ours(engine) == set()
 

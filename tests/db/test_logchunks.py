@@ -1,11 +1,10 @@
-"""Reading log chunks: every codec, line ranges, batches, and the raw text."""
+"""Log chunks: every codec, line ranges, batches, and the raw text."""
 
 from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
 
-from buildbot_rest import demo
 from buildbot_rest.db import logchunks
 from buildbot_rest.db import schema as s
 
@@ -26,7 +25,7 @@ def store(conn, logid, lines, codec, per_chunk=7):
         part = lines[first:first + per_chunk]
         conn.execute(s.logchunks.insert().values(
             logid=logid, first_line=first, last_line=first + len(part) - 1,
-            content=demo.compress(codec, b"\n".join(part)), compressed=codec))
+            content=logchunks.compress(codec, b"\n".join(part)), compressed=codec))
 
 
 def text(lines):
@@ -36,7 +35,9 @@ def text(lines):
 @pytest.mark.parametrize("codec", range(6))
 def test_every_codec(codec):
     data = b"\n".join(LINES * 20)
-    assert logchunks.decompress(codec, demo.compress(codec, data)) == data
+    packed = logchunks.compress(codec, data)
+    assert logchunks.decompress(codec, packed) == data
+    assert (len(packed) < len(data)) == (codec != logchunks.RAW)
 
 
 def test_zstd_frames_without_content_size():
@@ -44,9 +45,14 @@ def test_zstd_frames_without_content_size():
     obj = zstandard.ZstdCompressor().compressobj()
     frame = obj.compress(b"abc\ndef") + obj.flush()
     assert logchunks.decompress(logchunks.ZSTD, frame) == b"abc\ndef"
+    # ours are written the same way: no content size in the frame header
+    ours = logchunks.compress(logchunks.ZSTD, b"abc\ndef")
+    assert zstandard.frame_content_size(ours) == -1
 
 
 def test_bad_chunks():
+    with pytest.raises(ValueError, match="compression 9"):
+        logchunks.compress(9, b"x")
     with pytest.raises(logchunks.CorruptChunk, match="compression 9"):
         logchunks.decompress(9, b"x")
     with pytest.raises(logchunks.CorruptChunk):

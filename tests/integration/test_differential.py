@@ -193,7 +193,8 @@ class SpecIndex:
         if segments not in self._found:
             self._found[segments] = next(
                 (spec for pattern, spec in self.specs if len(pattern) == len(segments)
-                 and all(self._element_matches(p, v) for p, v in zip(pattern, segments))),
+                 and all(self._element_matches(p, v)
+                         for p, v in zip(pattern, segments, strict=True))),
                 None)
         return self._found[segments]
 
@@ -232,11 +233,15 @@ class Case:
     upstream: Answer  #: as received
     ours: Answer
     setting: Setting
+    #: of a paged request (limit or offset): the same request without them, judged; the
+    #: rules of paged answers check the page and the total against it
+    twin: Case | None = None
     #: the answers as the rules normalise them
     up: Answer = field(init=False)
     me: Answer = field(init=False)
     skipped: bool = False
     rules: list[str] = field(default_factory=list)
+    verdict: str | None = field(default=None, init=False)  #: set by :func:`judge`
 
     def __post_init__(self) -> None:
         self.up = copy.deepcopy(self.upstream)
@@ -269,6 +274,53 @@ class Case:
     @property
     def order(self) -> list[str]:
         return [v for k, v in self.params if k == "order" and v]
+
+    @property
+    def window(self) -> slice | None:
+        """The part of the whole collection that ``offset`` and ``limit`` ask for."""
+        try:
+            offsets, limits = (list(map(int, self.param_values(k))) for k in ("offset", "limit"))
+        except ValueError:
+            return None
+        if len(offsets) > 1 or len(limits) > 1 or any(n < 0 for n in offsets + limits):
+            return None
+        start = offsets[0] if offsets else 0
+        return slice(start, start + limits[0] if limits else None)
+
+    @property
+    def unpaged(self) -> tuple[list[Any], list[Any]] | None:
+        """Our items and upstream's (as received) for the request without limit and
+        offset, once that request's answers are judged alike (identical, or different
+        only as rules explain, compared in full); else None."""
+        twin = self.twin
+        if (twin is None or twin.skipped or twin.verdict not in ("identical", "deviation")):
+            return None
+        mine, theirs = collection(twin.ours), collection(twin.upstream)
+        if mine is None or theirs is None:
+            return None
+        return mine[1], theirs[1]
+
+    def ident(self, item: Any) -> Any:
+        """What tells an item from the others: its primary key, if selected."""
+        key = KEYS.get(self.entity or "")
+        if key and isinstance(item, dict) and key in item:
+            return item[key]
+        return canon(item)
+
+    def page_of_ours(self, items: list[Any]) -> bool:
+        """Whether ``items`` are exactly the requested window of our unpaged answer (which
+        the twin compares with upstream's)."""
+        unpaged, window = self.unpaged, self.window
+        return (unpaged is not None and window is not None
+                and canon(items) == canon(unpaged[0][window]))
+
+    def from_upstream_unpaged(self, items: list[Any]) -> bool:
+        """Whether every one of ``items`` is in upstream's unpaged answer."""
+        unpaged = self.unpaged
+        if unpaged is None:
+            return False
+        known = {self.ident(i) for i in unpaged[1]}
+        return all(self.ident(i) in known for i in items)
 
     @functools.cached_property
     def filters(self) -> list[Filter]:
@@ -622,14 +674,15 @@ def _paging_links(case: Case) -> bool:
 
 @rule("total-before-paging", "COMPAT.md #1",
       "meta.total is the number of matching items before offset/limit; upstream gives "
-      "the page length when it paged in SQL")
+      "the page length when it paged in SQL; checked: our total is the length of the "
+      "unpaged answer (compared with upstream's)")
 def _total_before_paging(case: Case) -> bool:
     mine, theirs = collection(case.me), collection(case.up)
-    if not case.paged or mine is None or theirs is None:
+    unpaged = case.unpaged
+    if not case.paged or mine is None or theirs is None or unpaged is None:
         return False
     total, up_total = case.me.doc["meta"].get("total"), case.up.doc["meta"].get("total")
-    if (total != up_total and up_total == len(theirs[1]) and isinstance(total, int)
-            and total >= len(mine[1])):
+    if total != up_total and up_total == len(theirs[1]) and total == len(unpaged[0]):
         case.me.doc["meta"]["total"] = up_total
         return True
     return False
@@ -689,15 +742,48 @@ def _has_nulls_or_ties(items: list[Any], order: list[str]) -> bool:
         isinstance(i, dict) and i.get(n) is None for i in items for n in names)
 
 
+def _database_sorted(items: list[Any], order: list[str], nulls_first_ascending: bool
+                     ) -> list[Any]:
+    """``items`` sorted by ``order`` as a database does (ties kept as they come)."""
+    def cmp(a: Any, b: Any) -> int:
+        for entry in order:
+            name = entry.lstrip("-")
+            c = _compare(a.get(name), b.get(name), nulls_first_ascending)
+            if c:
+                return -c if entry.startswith("-") else c
+        return 0
+    return sorted(items, key=functools.cmp_to_key(cmp))
+
+
+def _order_keys(items: list[Any], order: list[str]) -> Counter[str]:
+    names = [o.lstrip("-") for o in order]
+    return Counter(canon([i.get(n) for n in names]) for i in items)
+
+
 def _order_explains(case: Case, mine: list[Any], theirs: list[Any]) -> bool:
     """Whether our list and upstream's (as upstream meant it) differ only where
-    COMPAT.md #14 decides: the place of nulls, and the order of ties."""
+    COMPAT.md #14 decides: the place of nulls, and the order of ties.
+
+    Unpaged, both hold the same items. Paged, ours is the requested window of our
+    unpaged answer (in its promised order), and upstream's is that window of its own
+    unpaged items as a database sorts them: the same sort keys, nulls at one end, ties
+    in any order."""
     if not _sorted_as_promised(case, mine) or not _sorted_by_database(theirs, case.order):
         return False
     if not case.paged:
         return sorted(map(canon, mine)) == sorted(map(canon, theirs))
-    return len(mine) == len(theirs) and (_has_nulls_or_ties(mine, case.order)
-                                         or _has_nulls_or_ties(theirs, case.order))
+    unpaged, window = case.unpaged, case.window
+    if unpaged is None or window is None or not case.page_of_ours(mine):
+        return False
+    if not _sorted_as_promised(case, unpaged[0]) or not case.from_upstream_unpaged(theirs):
+        return False
+    if not all(isinstance(i, dict) for i in unpaged[1] + theirs):
+        return False
+    if not any(_order_keys(theirs, case.order) == _order_keys(
+            _database_sorted(unpaged[1], case.order, nulls_first)[window], case.order)
+            for nulls_first in (True, False)):
+        return False
+    return _has_nulls_or_ties(unpaged[0], case.order)
 
 
 def _descending(items: list[Any], key: str) -> bool:
@@ -706,9 +792,16 @@ def _descending(items: list[Any], key: str) -> bool:
         values, reverse=True)
 
 
+def _changeids(items: list[Any]) -> list[Any] | None:
+    ids = [i.get("changeid") if isinstance(i, dict) else None for i in items]
+    return None if None in ids else ids
+
+
 @rule("changes-order", "COMPAT.md #2",
       "/changes honours 'order' exactly and pages newest first without one; upstream "
-      "reverses the SQL result after paging it")
+      "reverses the SQL result after paging it; checked, when paged without 'order': "
+      "ours is that page of the changes newest first, upstream's that page of them "
+      "oldest first, reversed")
 def _changes_order(case: Case) -> bool:
     mine, theirs = collection(case.me), collection(case.up)
     if case.segments != ("changes",) or mine is None or theirs is None:
@@ -721,8 +814,16 @@ def _changes_order(case: Case) -> bool:
         # (the second: upstream's reversal also reversed ties and nulls, COMPAT.md #14)
         case.replace_upstream_items(mine[1])
         return True
-    if (not case.order and case.paged and len(mine[1]) == len(theirs[1])
-            and _descending(mine[1], "changeid") and _descending(theirs[1], "changeid")):
+    if not case.order and case.paged:
+        unpaged, window = case.unpaged, case.window
+        if unpaged is None or window is None or not case.page_of_ours(mine[1]):
+            return False
+        if not _descending(unpaged[0], "changeid"):
+            return False
+        ids = _changeids(unpaged[1])
+        oldest_first = sorted(ids) if ids is not None else None
+        if oldest_first is None or _changeids(theirs[1]) != oldest_first[window][::-1]:
+            return False
         case.replace_upstream_items(mine[1])
         return True
     if (not case.order and not case.paged and _descending(mine[1], "changeid")
@@ -750,18 +851,29 @@ def _null_order(case: Case) -> bool:
 
 @rule("primary-key-order", "COMPAT.md #14",
       "without 'order', a collection comes in primary key order; upstream's query for "
-      "commits and branches has no ORDER BY, so the database's plan picks the order")
+      "commits and branches has no ORDER BY, so the database's plan picks the order (and, "
+      "paged, the items); checked: ours are the same items in key order, or paged, that "
+      "window of our unpaged answer, upstream's as many of its unpaged items")
 def _primary_key_order(case: Case) -> bool:
     seg = case.segments
     key = UNORDERED_UPSTREAM.get((seg[0], seg[2])) if len(seg) == 3 else None
     mine, theirs = collection(case.me), collection(case.up)
     if key is None or case.order or mine is None or theirs is None:
         return False
-    ids = [i.get(key) for i in mine[1] if isinstance(i, dict)]
-    if None in ids or ids != sorted(ids) or len(mine[1]) != len(theirs[1]):
+
+    def in_key_order(items: list[Any]) -> bool:
+        ids = [i.get(key) if isinstance(i, dict) else None for i in items]
+        return None not in ids and ids == sorted(ids)
+
+    if not in_key_order(mine[1]) or len(mine[1]) != len(theirs[1]):
         return False
     if not case.paged and sorted(map(canon, mine[1])) != sorted(map(canon, theirs[1])):
         return False
+    if case.paged:
+        unpaged = case.unpaged
+        if (unpaged is None or not in_key_order(unpaged[0]) or not case.page_of_ours(mine[1])
+                or not case.from_upstream_unpaged(theirs[1])):
+            return False
     case.replace_upstream_items(mine[1])
     return True
 
@@ -775,7 +887,8 @@ def _reconcile(case: Case, keeps: Callable[[Any], bool], *, ours_may_have_more: 
     if case.paged or mine is None or theirs is None or canon(mine[1]) == canon(theirs[1]):
         return False
     ours_keys, their_keys = list(map(canon, mine[1])), list(map(canon, theirs[1]))
-    only_theirs = [i for i, k in zip(theirs[1], their_keys) if k not in set(ours_keys)]
+    only_theirs = [i for i, k in zip(theirs[1], their_keys, strict=True)
+                   if k not in set(ours_keys)]
     if not ours_may_have_more and not set(ours_keys) <= set(their_keys):
         return False
     if not all(keeps(i) for i in mine[1]) or any(keeps(i) for i in only_theirs):
@@ -844,12 +957,15 @@ def _buildrequests_all_rows(case: Case) -> bool:
         return False
     if case.paged:
         # Upstream pages its joined rows, then drops duplicates: without an offset its
-        # page is the start of ours; with one, its window is shifted (not comparable).
+        # page is the start of ours; with one, its window is shifted. Ours must be the
+        # window of our unpaged answer, upstream's made of its unpaged items.
         mine, theirs = collection(case.me)[1], collection(case.up)[1]  # type: ignore[index]
-        if case.param_values("offset") or canon(mine[:len(theirs)]) == canon(theirs):
-            case.skipped = True
-            return True
-        return False
+        if not case.page_of_ours(mine) or not case.from_upstream_unpaged(theirs):
+            return False
+        if not case.param_values("offset") and canon(mine[:len(theirs)]) != canon(theirs):
+            return False
+        case.replace_upstream_items(mine)
+        return True
     lonely = case.setting.facts.buildsets_without_sourcestamps
     theirs = set(map(canon, collection(case.up)[1]))  # type: ignore[index]
     extra = [i for i in collection(case.me)[1] if canon(i) not in theirs]  # type: ignore
@@ -894,7 +1010,13 @@ def _quoted_filename(case: Case) -> bool:
 
 
 def judge(case: Case) -> str:
-    """'identical', 'deviation', 'environment' (not comparable here) or 'mismatch'."""
+    """'identical', 'deviation', 'environment' (not comparable here) or 'mismatch'
+    (also kept as ``case.verdict``)."""
+    case.verdict = _judge_case(case)
+    return case.verdict
+
+
+def _judge_case(case: Case) -> str:
     if case.identical:
         return "identical"
     for r in RULES:
@@ -945,7 +1067,7 @@ def mismatch_kind(case: Case) -> str:
 
 def _differing_keys(a: list[Any], b: list[Any]) -> list[str]:
     keys: Counter[str] = Counter()
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if isinstance(x, dict) and isinstance(y, dict):
             for k in sorted(set(x) | set(y)):
                 if canon(x.get(k, "<absent>")) != canon(y.get(k, "<absent>")):
@@ -964,7 +1086,7 @@ def first_difference(a: Any, b: Any, where: str = "$") -> str | None:
                 return found
         return None
     if isinstance(a, list) and isinstance(b, list):
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=False)):
             found = first_difference(x, y, f"{where}[{i}]")
             if found:
                 return found
@@ -978,6 +1100,18 @@ def first_difference(a: Any, b: Any, where: str = "$") -> str | None:
 
 # -- running the queries ----------------------------------------------------------------
 
+def unpaged_query(query: Query) -> Query | None:
+    """The request without its ``limit`` and ``offset`` (the rest kept as written), if it
+    has them."""
+    path, _, qs = query.path.partition("?")
+    params = [p for p in qs.split("&") if p]
+    kept = [p for p in params if p.partition("=")[0] not in ("limit", "offset")]
+    if len(kept) == len(params):
+        return None
+    return Query(path + ("?" + "&".join(kept) if kept else ""), query.group, query.accept,
+                 query.logid)
+
+
 async def fetch(root: str, query: Query) -> Answer:
     headers = {"Accept": [query.accept]} if query.accept else {}
     resp = await treq.get(root + query.url_path, headers=headers, persistent=False)
@@ -989,11 +1123,20 @@ async def compare_all(servers: Servers, queries: list[Query], setting: Setting
                       ) -> list[tuple[Case, str]]:
     semaphore = defer.DeferredSemaphore(CONCURRENCY)
 
-    async def both(query: Query) -> tuple[Case, str]:
+    async def answers(query: Query) -> tuple[Answer, Answer]:
         up, me = await defer.gatherResults([
             defer.ensureDeferred(fetch(servers.upstream_root, query)),
             defer.ensureDeferred(fetch(servers.ours_root, query))])
-        case = Case(query, up, me, setting)
+        return up, me
+
+    async def both(query: Query) -> tuple[Case, str]:
+        twin = None
+        unpaged = unpaged_query(query)
+        if unpaged is not None:
+            # the whole collection, which the page and its total are checked against
+            twin = Case(unpaged, *await answers(unpaged), setting)
+            judge(twin)
+        case = Case(query, *await answers(query), setting, twin=twin)
         return case, judge(case)
 
     async def one(query: Query) -> tuple[Case, str]:
@@ -1118,6 +1261,15 @@ _SPEC = [
     {"path": "changes", "type": "change", "plural": "changes",
      "type_spec": {"fields": [{"name": "changeid", "type": "integer"},
                               {"name": "author", "type": "string"}]}},
+    {"path": "codebases/n:codebaseid/commits", "type": "commit", "plural": "commits",
+     "type_spec": {"fields": [{"name": "commitid", "type": "integer"},
+                              {"name": "codebaseid", "type": "integer"}]}},
+    {"path": "builds", "type": "build", "plural": "builds",
+     "type_spec": {"fields": [{"name": "buildid", "type": "integer"},
+                              {"name": "results", "type": "integer"}]}},
+    {"path": "buildrequests", "type": "buildrequest", "plural": "buildrequests",
+     "type_spec": {"fields": [{"name": "buildrequestid", "type": "integer"},
+                              {"name": "buildsetid", "type": "integer"}]}},
 ]
 
 
@@ -1125,16 +1277,68 @@ def _answer(status: int, doc: Any, content_type: str = JSON_TYPE) -> Answer:
     return Answer(status, content_type, None, json.dumps(doc).encode(), doc)
 
 
-def _judge(path: str, upstream: Answer, ours: Answer) -> tuple[str, list[str]]:
-    facts = Facts(row={}, buildsets_without_sourcestamps=set(), log_codecs={})
-    case = Case(Query(path, "unit"), upstream, ours, Setting(SpecIndex(_SPEC), facts, set()))
+def _judge(path: str, upstream: Answer, ours: Answer, *,
+           unpaged: tuple[Answer, Answer] | None = None,
+           lonely: frozenset[int] = frozenset()) -> tuple[str, list[str]]:
+    """The verdict and rules on two answers to ``path``. A paged path's unpaged twin is
+    the pair ``unpaged`` (upstream's, ours) or else the one of :func:`_world`."""
+    facts = Facts(row={}, buildsets_without_sourcestamps=set(lonely), log_codecs={})
+    setting = Setting(SpecIndex(_SPEC), facts, set())
+    query = Query(path, "unit")
+    twin = None
+    twin_query = unpaged_query(query)
+    if twin_query is not None:
+        pair = unpaged or _world().get(twin_query.path)
+        if pair is not None:
+            twin = Case(twin_query, *pair, setting)
+            judge(twin)
+    case = Case(query, upstream, ours, setting, twin=twin)
     return judge(case), case.rules
 
 
+def _items(plural: str, items: list[Any], total: int | None = None, **meta: Any) -> Answer:
+    return _answer(200, {plural: items,
+                         "meta": {"total": len(items) if total is None else total, **meta}})
+
+
 def _builders(*names: str, total: int | None = None) -> Answer:
-    items = [{"builderid": i, "name": n} for i, n in enumerate(names, start=1)]
-    return _answer(200, {"builders": items,
-                         "meta": {"total": len(items) if total is None else total}})
+    return _items("builders", [{"builderid": i, "name": n}
+                               for i, n in enumerate(names, start=1)], total)
+
+
+def _changes(*ids: int, total: int | None = None) -> Answer:
+    return _items("changes", [{"changeid": i, "author": "x"} for i in ids], total)
+
+
+def _commits(*ids: int, total: int | None = None) -> Answer:
+    return _items("commits", [{"commitid": i, "codebaseid": 2} for i in ids], total)
+
+
+def _buildrequests(*ids: int, total: int | None = None) -> Answer:
+    return _items("buildrequests", [{"buildrequestid": i, "buildsetid": i} for i in ids],
+                  total)
+
+
+def _builds(*pairs: tuple[int, int | None], total: int | None = None) -> Answer:
+    """Builds of (buildid, results)."""
+    return _items("builds", [{"buildid": i, "results": r} for i, r in pairs], total)
+
+
+def _world() -> dict[str, tuple[Answer, Answer]]:
+    """Unpaged answers (upstream's, ours) the unit tests' paged requests are checked
+    against, each judged alike (identical, or a deviation of an unpaged rule)."""
+    return {
+        "builders": (_builders("a", "b"), _builders("a", "b")),
+        # upstream: the database's plan reversed; ours newest first
+        "changes": (_changes(5, 4, 3, 2, 1), _changes(5, 4, 3, 2, 1)),
+        # upstream's commits come in the database's order
+        "codebases/2/commits": (_commits(3, 1, 4, 2), _commits(1, 2, 3, 4)),
+        # results tied on 0; upstream (PostgreSQL) has the null last
+        "builds?order=results": (_builds((2, 0), (1, 0), (3, 1), (4, None)),
+                                 _builds((4, None), (1, 0), (2, 0), (3, 1))),
+        # buildset 3 has no sourcestamp: upstream hides its request
+        "buildrequests": (_buildrequests(1, 2, 4), _buildrequests(1, 2, 3, 4)),
+    }
 
 
 def test_judge_identical_and_unexplained() -> None:
@@ -1181,3 +1385,86 @@ def test_judge_changes_order() -> None:
     ordered = _answer(200, {"builders": tied.doc["builders"][::-1], "meta": {"total": 2}})
     assert _judge("builders?order=name", tied, ordered) == ("deviation",
                                                             ["null-order-and-ties"])
+
+
+def test_judge_total_is_the_unpaged_length() -> None:
+    # 2 builders in all (see _world): a total of 2 is explained, any other is not
+    assert _judge("builders?limit=1", _builders("a", total=1),
+                  _builders("a", total=2)) == ("deviation", ["total-before-paging"])
+    for wrong in (1 + 2, 5, 1000):
+        assert _judge("builders?limit=1", _builders("a", total=1),
+                      _builders("a", total=wrong))[0] == "mismatch", wrong
+    assert _judge("builders?offset=1", _items("builders", [], total=0),
+                  _items("builders", [{"builderid": 2, "name": "b"}], total=2)
+                  )[0] == "mismatch"  # (the total is right, the page is upstream's to judge)
+    # without an unpaged answer judged alike, nothing can check the total
+    assert _judge("builders?limit=1", _builders("a", total=1), _builders("a", total=2),
+                  unpaged=(_builders("a", "b"), _builders("a", "c")))[0] == "mismatch"
+    assert _judge("builders?name=a&limit=1", _builders("a", total=1),
+                  _builders("a", total=2))[0] == "mismatch"
+
+
+def test_judge_changes_pages_without_order() -> None:
+    # changes 1-5: ours pages newest first; upstream pages oldest first, then reverses
+    assert _judge("changes?limit=2", _changes(2, 1, total=2), _changes(5, 4, total=5)) == (
+        "deviation", ["total-before-paging", "changes-order"])
+    assert _judge("changes?offset=3", _changes(5, 4, total=2), _changes(2, 1, total=5)) == (
+        "deviation", ["total-before-paging", "changes-order"])
+    assert _judge("changes?limit=2&offset=1", _changes(3, 2, total=2),
+                  _changes(4, 3, total=5))[0] == "deviation"
+    # as long and as descending, but not those changes: ours, or upstream's
+    for up, me in [((2, 1), (4, 3)), ((2, 1), (3, 1)), ((3, 1), (5, 4)), ((4, 3), (5, 4))]:
+        assert _judge("changes?limit=2", _changes(*up, total=2),
+                      _changes(*me, total=5))[0] == "mismatch", (up, me)
+    for up, me in [((5, 4), (3, 2)), ((3, 2), (2, 1))]:
+        assert _judge("changes?offset=3", _changes(*up, total=2),
+                      _changes(*me, total=5))[0] == "mismatch", (up, me)
+
+
+def test_judge_commit_pages_in_key_order() -> None:
+    # upstream's query has no ORDER BY: any 2 of its commits; ours the 2nd and 3rd by id
+    assert _judge("codebases/2/commits?limit=2&offset=1", _commits(4, 1, total=2),
+                  _commits(2, 3, total=4)) == (
+        "deviation", ["total-before-paging", "primary-key-order"])
+    # ours in key order and as long, but the wrong window; or upstream's not its commits
+    assert _judge("codebases/2/commits?limit=2&offset=1", _commits(4, 1, total=2),
+                  _commits(3, 4, total=4))[0] == "mismatch"
+    assert _judge("codebases/2/commits?limit=2&offset=1", _commits(8, 9, total=2),
+                  _commits(2, 3, total=4))[0] == "mismatch"
+    assert _judge("codebases/2/commits?limit=2&offset=1", _commits(4, 1, total=2),
+                  _commits(2, 3, total=3))[0] == "mismatch"
+
+
+def test_judge_ties_and_nulls_on_pages() -> None:
+    page = "builds?order=results&limit=2"
+    # ours: null first, then the tie on 0 by buildid; upstream: its window with nulls last
+    assert _judge(page, _builds((2, 0), (1, 0), total=2), _builds((4, None), (1, 0), total=4)
+                  ) == ("deviation", ["total-before-paging", "null-order-and-ties"])
+    assert _judge("builds?order=results&limit=1&offset=1", _builds((2, 0), total=1),
+                  _builds((1, 0), total=4))[0] == "deviation"
+    # the same length, sorted, ties about: but not the requested window
+    assert _judge(page, _builds((2, 0), (1, 0), total=2),
+                  _builds((1, 0), (2, 0), total=4))[0] == "mismatch"
+    assert _judge(page, _builds((2, 0), (1, 0), total=2),
+                  _builds((2, 0), (3, 1), total=4))[0] == "mismatch"
+    # upstream's page holds sort keys its window cannot hold
+    assert _judge(page, _builds((1, 0), (3, 1), total=2),
+                  _builds((4, None), (1, 0), total=4))[0] == "mismatch"
+
+
+def test_judge_buildrequest_pages() -> None:
+    lonely = frozenset({3})
+    # upstream pages joined rows (a shifted window of the requests it shows); ours the
+    # requested window of all of them
+    assert _judge("buildrequests?limit=2&offset=1", _buildrequests(2, total=1),
+                  _buildrequests(2, 3, total=4), lonely=lonely) == (
+        "deviation", ["total-before-paging", "buildrequests-all-rows"])
+    assert _judge("buildrequests?limit=2", _buildrequests(1, total=1),
+                  _buildrequests(1, 2, total=4), lonely=lonely)[0] == "deviation"
+    # any other two requests are not explained (they were: the rule skipped the case)
+    assert _judge("buildrequests?limit=2&offset=1", _buildrequests(2, total=1),
+                  _buildrequests(1, 3, total=4), lonely=lonely)[0] == "mismatch"
+    assert _judge("buildrequests?limit=2&offset=1", _buildrequests(7, total=1),
+                  _buildrequests(2, 3, total=4), lonely=lonely)[0] == "mismatch"
+    assert _judge("buildrequests?limit=2", _buildrequests(2, total=1),
+                  _buildrequests(1, 2, total=4), lonely=lonely)[0] == "mismatch"

@@ -15,8 +15,8 @@ import treq
 from treq.testing import StubTreq
 from twisted.internet import defer, endpoints, reactor, task
 from twisted.web.client import Agent
-from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.server import Site
 
 from buildbot_rest import demo

@@ -12,6 +12,13 @@ import sqlalchemy as sa
 import zstandard
 
 from buildbot_rest.db import schema as s
+from tests.www.test_paths import (
+    assert_not_found,
+    expected_builders,
+    expected_builds,
+    expected_masters,
+)
+from tests.www.test_steps_logs import expected_steps
 
 
 @pytest_twisted.ensureDeferred
@@ -25,9 +32,10 @@ async def test_api_versions(api):
 async def test_root_links(api):
     r = await api.get("")
     assert r.code == 200
-    names = [x["name"] for x in r.json["rootlinks"]]
-    assert names[:2] == ["builders", "builds"]
-    assert r.json["meta"]["total"] == len(names)
+    names = ["builders", "builds", "buildrequests", "codebases", "workers", "logchunks",
+             "buildsets", "changes", "changesources", "masters", "sourcestamps", "schedulers",
+             "forceschedulers", "projects"]
+    assert r.json == {"rootlinks": [{"name": n} for n in names], "meta": {"total": len(names)}}
 
 
 @pytest_twisted.ensureDeferred
@@ -51,19 +59,18 @@ async def test_builds_page_total_and_links(api):
     total = api.rows(sa.select(sa.func.count()).select_from(s.builds))[0][0]
     r = await api.get("builds?order=-buildid&limit=5")
     assert r.code == 200
-    ids = [b["buildid"] for b in r.json["builds"]]
-    assert ids == sorted(ids, reverse=True) and len(ids) == 5
-    assert r.json["meta"]["total"] == total
-    assert r.json["meta"]["links"]["next"].endswith("limit=5&offset=5")
-    assert 'rel="next"' in r.header("link")
+    following = "http://testserver/api/v2/builds?order=-buildid&limit=5&offset=5"
+    assert r.json == {"builds": expected_builds(api)[::-1][:5],
+                      "meta": {"total": total, "links": {"next": following}}}
+    assert r.header("link") == f'<{following}>; rel="next"'
 
 
 @pytest.fixture
 def stream_above_10(monkeypatch):
     """Unpaged collections are streamed in batches of 10 items, and those of 10 items or
     more are streamed (the demo data is small)."""
-    from buildbot_rest.www import rest
-    monkeypatch.setattr(rest, "STREAM_BATCH", 10)
+    from buildbot_rest.data import reads
+    monkeypatch.setattr(reads, "STREAM_BATCH", 10)
 
 
 @pytest_twisted.ensureDeferred
@@ -71,22 +78,23 @@ async def test_small_unpaged_collections_are_answered_whole(api, stream_above_10
     # 30 builds: streamed (chunked, no length); 1 master and 5 steps: one body with a length
     streamed = await api.request("GET", "api/v2/builds", raw=True)
     assert streamed.length is None
-    for path in ("masters", "builds/1/steps"):
+    for path, plural, want in (("masters", "masters", expected_masters(api)),
+                               ("builds/1/steps", "steps", expected_steps(api, 1))):
         whole = await api.request("GET", "api/v2/" + path, raw=True)
         assert whole.code == 200
         assert whole.length == len(whole.body), path
-        items = json.loads(whole.body)
-        plural = path.rsplit("/", 1)[-1]
-        assert 0 < len(items[plural]) <= 10
-        assert items["meta"] == {"total": len(items[plural])}
+        assert 0 < len(want) <= 10
+        assert json.loads(whole.body) == {plural: want, "meta": {"total": len(want)}}
 
 
 @pytest_twisted.ensureDeferred
 async def test_streamed_collection_equals_whole_document(api, stream_above_10):
     streamed = await api.get("builds")
+    want = expected_builds(api)
+    assert len(want) > 10
+    assert streamed.json == {"builds": want, "meta": {"total": len(want)}}
     paged = await api.get("builds?limit=100000")
-    assert streamed.json["builds"] == paged.json["builds"]
-    assert streamed.json["meta"]["total"] == len(streamed.json["builds"])
+    assert paged.json["builds"] == want
     pretty = await api.get("builds", headers={"Accept": "text/html"})
     assert json.loads(pretty.body) == streamed.json
     assert pretty.body == json.dumps(streamed.json, sort_keys=True, indent=2,
@@ -98,23 +106,27 @@ async def test_compression_honours_q_values(api):
     # treq adds its own "Accept-Encoding: gzip" line and decodes gzip, which hid the
     # q-values under test: send exactly these headers with a plain Agent.
     def get(accept_encoding):
-        return api.request("GET", "api/v2/builds?limit=3", raw=True,
-                           headers={"Accept-Encoding": accept_encoding})
+        headers = {"Accept-Encoding": accept_encoding} if accept_encoding else {}
+        return api.request("GET", "api/v2/builds?limit=3", raw=True, headers=headers)
 
+    identity = await get(None)
+    assert identity.header("content-encoding") is None
+    assert identity.json == {"builds": expected_builds(api)[:3], "meta": {
+        "total": len(expected_builds(api)),
+        "links": {"next": "http://testserver/api/v2/builds?limit=3&offset=3"}}}
     r = await get("gzip;q=0.5, br")
     assert r.header("content-encoding") == "br"
-    assert json.loads(brotli.decompress(r.body))["meta"]["total"] > 0
+    assert brotli.decompress(r.body) == identity.body
     assert r.length == len(r.body)  # a whole body is compressed at once, with its length
     r = await get("br;q=0.1, zstd;q=0.9")
     assert r.header("content-encoding") == "zstd"
-    body = zstandard.ZstdDecompressor().decompressobj().decompress(r.body)
-    assert json.loads(body)["meta"]["total"] > 0
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(r.body) == identity.body
     r = await get("br;q=0.1, zstd;q=0.2, gzip")
     assert r.header("content-encoding") == "gzip"
-    assert json.loads(gzip.decompress(r.body))["meta"]["total"] > 0
+    assert gzip.decompress(r.body) == identity.body
     r = await get("br;q=0, zstd;q=0, gzip;q=0")
     assert r.header("content-encoding") is None
-    assert r.json["builds"]
+    assert r.body == identity.body
 
 
 @pytest_twisted.ensureDeferred
@@ -122,7 +134,9 @@ async def test_compression_reads_every_accept_encoding_line(api):
     # treq sends ours and then its own "gzip" line: both count (RFC 9110 5.3)
     r = await api.get("builds?limit=3", headers={"Accept-Encoding": "br"})
     assert r.header("content-encoding") == "br"
-    assert json.loads(brotli.decompress(r.body))["meta"]["total"] > 0
+    identity = await api.request("GET", "api/v2/builds?limit=3", raw=True)
+    assert identity.header("content-encoding") is None
+    assert brotli.decompress(r.body) == identity.body
 
 
 # -- in memory, through treq.testing.StubTreq (the `stub` fixture) -------------------------
@@ -182,14 +196,17 @@ async def test_unknown_method(stub):
 
 
 @pytest_twisted.ensureDeferred
-async def test_stub_paths(stub):
+async def test_stub_paths(stub, api_sqlite):
     r = await stub.get("/api/v2/")
     assert (r.code, r.json) == (404, {"error": "Invalid path: "})
     r = await stub.get("/api")
     assert r.code == 200
     assert r.body == b'{"api_versions": {"v2": "http://testserver/api/v2"}}'
     r = await stub.get("/api/latest/masters?limit=1")
-    assert r.code == 200 and "masters" in r.json
+    masters = expected_masters(api_sqlite)  # (the stub's database)
+    assert (r.code, r.json) == (200, {"masters": masters[:1], "meta": {
+        "total": len(masters),
+        "links": {"next": "http://testserver/api/v2/masters?limit=1&offset=1"}}})
 
 
 @pytest_twisted.ensureDeferred
@@ -203,7 +220,7 @@ async def test_encoded_slash_stays_in_one_segment(stub):
 
 
 @pytest_twisted.ensureDeferred
-async def test_odd_query_input_is_400_not_500(stub):
+async def test_odd_query_input_is_400_not_500(stub, api_sqlite):
     for query in ("buildid=99999999999999999999", "buildid__lt=-99999999999999999999",
                   "limit=99999999999999999999", "offset=99999999999999999999",
                   "state_string=a%00b", "property=a%00b", "number__contains=1",
@@ -214,30 +231,42 @@ async def test_odd_query_input_is_400_not_500(stub):
         assert r.code == 400, (query, r.body)
         assert r.header("content-type") == "application/json; charset=utf-8"
     r = await stub.get("builds?state_string=%ff%fe&limit=1")  # not UTF-8: replaced
-    assert (r.code, r.json["builds"]) == (200, [])
+    assert (r.code, r.json) == (200, {"builds": [], "meta": {"total": 0, "links": {}}})
+    builds = expected_builds(api_sqlite)
     r = await stub.get("builds?limit&offset=0")  # no "=": dropped
-    assert r.code == 200 and r.json["meta"]["links"] == {}
+    assert (r.code, r.json) == (200, {"builds": builds,
+                                      "meta": {"total": len(builds), "links": {}}})
+    # lists sort as lists (tags descending, then masterids, then the key)
     r = await stub.get("builders?order=-tags&order=masterids&field=tags&field=masterids"
                        "&field=builderid&limit=100")
-    assert r.code == 200
+    builders = sorted(expected_builders(api_sqlite), key=lambda b: b["builderid"])
+    builders.sort(key=lambda b: b["masterids"])
+    builders.sort(key=lambda b: b["tags"], reverse=True)
+    assert [b["tags"] for b in builders] != sorted(b["tags"] for b in builders)
+    assert (r.code, r.json) == (200, {"builders": [
+        {k: b[k] for k in ("builderid", "masterids", "tags")} for b in builders],
+        "meta": {"total": len(builders), "links": {}}})
     r = await stub.get("builds?field=properties&field=buildid&property=*&limit=2")
-    assert r.code == 200
-    assert all(set(b) == {"properties", "buildid"} for b in r.json["builds"])
+    props: dict[int, dict] = {}
+    for buildid, name, value, source in api_sqlite.rows(sa.text(
+            "SELECT buildid, name, value, source FROM build_properties")):
+        props.setdefault(buildid, {})[name] = [json.loads(value), source]
+    first = [b["buildid"] for b in builds[:2]]
+    assert all(props[i] for i in first)
+    assert (r.code, r.json["builds"]) == (200, [{"buildid": i, "properties": props[i]}
+                                                for i in first])
 
 
 @pytest_twisted.ensureDeferred
 async def test_streamed_collection_with_total_first_and_missing_parent(api, monkeypatch):
-    from buildbot_rest.www import rest
-    monkeypatch.setattr(rest, "STREAM_BATCH", 2)
+    from buildbot_rest.data import reads
+    monkeypatch.setattr(reads, "STREAM_BATCH", 2)
     # "steps" sorts after "meta": the total is counted before the rows are streamed
     streamed = await api.request("GET", "api/v2/builds/1/steps", raw=True)
     assert streamed.length is None
-    whole = await api.get("builds/1/steps?limit=1000")
-    doc = json.loads(streamed.body)
-    assert doc["steps"] == whole.json["steps"] and len(doc["steps"]) > 2
-    assert doc["meta"] == {"total": len(doc["steps"])}
+    want = expected_steps(api, 1)
+    assert len(want) > 2
+    assert json.loads(streamed.body) == {"steps": want, "meta": {"total": len(want)}}
     assert streamed.body.startswith(b'{"meta":{"total":')
     # the path is resolved in the stream's thread: a missing build is still a 404
-    missing = await api.get("builds/999999/steps")
-    assert missing.code == 404
-    assert "not found" in missing.json["error"]
+    assert_not_found(await api.get("builds/999999/steps"), {"buildid": 999999})

@@ -9,8 +9,9 @@ import pytest
 import pytest_twisted
 import sqlalchemy as sa
 
+from buildbot_rest.config import Config
 from buildbot_rest.data.connector import DataConnector
-from buildbot_rest.data.resources.forceschedulers import configured, to_entity
+from buildbot_rest.data.resources.forceschedulers import configured
 from buildbot_rest.db import schema as s
 from tests.www.conftest import Api, Stub
 
@@ -151,8 +152,16 @@ def test_configured_without_attribute_or_config():
     assert configured(SimpleNamespace(config=SimpleNamespace(forceschedulers=None))) == []
 
 
-def test_entity_defaults():
-    assert to_entity({"name": "f"}) == {
-        "name": "f", "button_name": "f", "label": "f", "builder_names": [],
-        "enabled": True, "all_fields": []}
-    assert to_entity({"name": "f", "label": ""})["label"] == ""
+def test_entity_defaults_come_from_the_configuration():
+    config = Config(forceschedulers=[{"name": "f"},
+                                     {"name": "g", "label": "", "button_name": ""}])
+    entities = configured(SimpleNamespace(config=config))
+    assert entities == [
+        {"name": "f", "button_name": "f", "label": "f", "builder_names": [],
+         "enabled": True, "all_fields": []},
+        {"name": "g", "button_name": "g", "label": "", "builder_names": [],
+         "enabled": True, "all_fields": []},
+    ]
+    # serving an entity never changes the configuration
+    entities[0]["label"] = "changed"
+    assert configured(SimpleNamespace(config=config))[0]["label"] == "f"

@@ -14,7 +14,7 @@ from twisted.internet import reactor
 from twisted.web.client import Agent
 
 from buildbot_rest import demo
-from buildbot_rest.db import Database
+from buildbot_rest.db import Database, logchunks
 from buildbot_rest.db import schema as s
 from tests.www.conftest import Api, serve_database
 
@@ -25,7 +25,7 @@ def log_lines(api, logid):
     lines: list[bytes] = []
     for content, code in api.rows(sa.select(lc.c.content, lc.c.compressed)
                                   .where(lc.c.logid == logid).order_by(lc.c.first_line)):
-        lines += demo.decompress(code, content).split(b"\n")
+        lines += logchunks.decompress(code, content).split(b"\n")
     return lines
 
 
@@ -192,7 +192,7 @@ def own_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     path = tmp_path_factory.mktemp("logchunks") / "big.sqlite"
     db = Database(f"sqlite:///{path}", pool_size=4)
     db.prepare_sync()
-    demo.populate(db.engine, builds=2, seed=1, big_log_bytes=BIG, big_log_codec=demo.LZ4)
+    demo.populate(db.engine, builds=2, seed=1, big_log_bytes=BIG, big_log_codec=logchunks.LZ4)
     lg, lc = s.logs, s.logchunks
     with db.engine.begin() as conn:
         # log 1 purged as upstream purges (its chunks deleted); log 2 caught half-way
@@ -229,7 +229,7 @@ def _expected_digest(api, logid: int, header: bytes) -> tuple[str, int]:
                             .where(lc.c.logid == logid).order_by(lc.c.first_line))
         for content, code in rows:
             piece = b"".join(line[1:] + b"\n"
-                             for line in demo.decompress(code, content).split(b"\n"))
+                             for line in logchunks.decompress(code, content).split(b"\n"))
             digest.update(piece)
             size += len(piece)
     return digest.hexdigest(), size

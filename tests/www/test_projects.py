@@ -217,7 +217,8 @@ async def test_codebase_missing(api, path):
     assert "error" in r.json
 
 
-@pytest.mark.parametrize("query", ["name=not+an+identifier", "projectid=x", "slug__gt=a&slug__gt=b"])
+@pytest.mark.parametrize("query", ["name=not+an+identifier", "projectid=x",
+                                   "slug__gt=a&slug__gt=b"])
 @pytest_twisted.ensureDeferred
 async def test_codebases_bad_query(api, query):
     r = await api.get("codebases?" + query)

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from buildbot_rest.db import schema as s
 from tests.www.conftest import Api, _serve
+from tests.www.test_paths import assert_not_found
 
 trs, tr = s.test_result_sets, s.test_results
 
@@ -23,7 +24,7 @@ def set_rows(api: Api, *where: Any) -> list[dict[str, Any]]:
     rows = api.rows(sa.select(trs).where(*where).order_by(trs.c.id))
     return [dict(zip(SET_FIELDS, (r.id, r.builderid, r.buildid, r.stepid, r.description,
                                   r.category, r.value_unit, r.tests_passed, r.tests_failed,
-                                  bool(r.complete)))) for r in rows]
+                                  bool(r.complete)), strict=True)) for r in rows]
 
 
 def result_rows(api: Api, setid: int) -> list[dict[str, Any]]:
@@ -63,7 +64,7 @@ async def test_sets_filters_order_and_paging(api):
     r = await api.get("test_result_sets?complete=true&order=-tests_passed")
     want = sorted([x for x in everything if x["complete"]],
                   key=lambda x: (-x["tests_passed"], x["test_result_setid"]))
-    assert r.json["test_result_sets"] == want
+    assert r.json == {"test_result_sets": want, "meta": {"total": len(want)}}
     r = await api.get("test_result_sets?complete=false")
     assert r.json == {"test_result_sets": [], "meta": {"total": 0}}
     r = await api.get("test_result_sets?tests_failed__gt=0&field=test_result_setid"
@@ -77,17 +78,22 @@ async def test_sets_filters_order_and_paging(api):
     r = await api.get("test_result_sets?description__contains=pytest")
     assert r.json["meta"]["total"] == 0  # contains is case-sensitive
     r = await api.get("test_result_sets?description__contains=Pytest")
-    assert r.json["meta"]["total"] == len(everything)
+    assert r.json == {"test_result_sets": everything, "meta": {"total": len(everything)}}
 
 
 @pytest_twisted.ensureDeferred
 async def test_sets_bad_input_is_400(api):
-    for query in ("complete=maybe", "tests_passed=abc", "order=nosuch", "nosuch=1",
-                  "buildid__lt=1&buildid__lt=2", "limit=-1",
-                  "field=buildid&order=stepid"):
+    for query, error in [
+            ("complete=maybe", "invalid filter value for complete"),
+            ("tests_passed=abc", "invalid filter value for tests_passed"),
+            ("order=nosuch", "no such field 'nosuch'"),
+            ("nosuch=1", "unrecognized query parameter 'nosuch'"),
+            ("buildid__lt=1&buildid__lt=2",
+             "invalid filter buildid__lt: operator 'lt' takes one value"),
+            ("limit=-1", "invalid limit: must not be negative"),
+            ("field=buildid&order=stepid", "cannot order on un-selected fields")]:
         r = await api.get(f"test_result_sets?{query}")
-        assert r.code == 400, query
-        assert "error" in r.json
+        assert (r.code, r.json) == (400, {"error": error}), query
 
 
 @pytest_twisted.ensureDeferred
@@ -133,8 +139,7 @@ async def test_single_set(api):
     assert r.json == {"test_result_sets": [one], "meta": {}}
     r = await api.get(f"test_result_set/{one['test_result_setid']}?field=category")
     assert r.json == {"test_result_sets": [{"category": one["category"]}], "meta": {}}
-    r = await api.get("test_result_sets/999999")
-    assert r.code == 404
+    assert_not_found(await api.get("test_result_sets/999999"), {"test_result_setid": 999999})
     r = await api.get(f"test_result_sets/{one['test_result_setid']}?complete=true")
     assert (r.code, r.json) == (400, {"error": "this is not a collection"})
     r = await api.get("test_result_sets/+1")
@@ -173,17 +178,21 @@ async def test_results_filters_and_order(api):
         expected, key=lambda x: (x["test_name"], x["test_resultid"]))[:3]
     assert r.json["meta"]["total"] == len(expected)
     r = await api.get(f"test_result_sets/{one.id}/results?test_name__isnull=true")
-    assert r.json["test_results"] == []
-    for query in ("line=x", "test_name__gt=a&test_name__gt=b", "order=nope"):
+    assert r.json == {"test_results": [], "meta": {"total": 0}}
+    for query, error in [
+            ("line=x", "invalid filter value for line"),
+            ("test_name__gt=a&test_name__gt=b",
+             "invalid filter test_name__gt: operator 'gt' takes one value"),
+            ("order=nope", "no such field 'nope'")]:
         r = await api.get(f"test_result_sets/{one.id}/results?{query}")
-        assert r.code == 400, query
+        assert (r.code, r.json) == (400, {"error": error}), query
 
 
 @pytest_twisted.ensureDeferred
 async def test_results_of_a_missing_set_are_404(api):
     # upstream answers [] (COMPAT #12)
-    r = await api.get("test_result_sets/999999/results")
-    assert r.code == 404
+    assert_not_found(await api.get("test_result_sets/999999/results"),
+                     {"test_result_setid": 999999})
 
 
 # -- commit ranges ------------------------------------------------------------------------
@@ -208,14 +217,12 @@ async def test_commit_range_missing_parents_are_404(api):
     cbid, first, last = chain[0].codebaseid, chain[0].id, chain[-1].id
     other = api.rows(sa.select(s.codebase_commits.c.id).where(
         s.codebase_commits.c.codebaseid != cbid).limit(1))[0][0]
-    for path in (f"999999/commit_range/{first}/{last}",
-                 f"{cbid}/commit_range/999999/{last}",
-                 f"{cbid}/commit_range/{first}/999999",
-                 f"{cbid}/commit_range/{other}/{last}"):
-        r = await api.get(f"codebases/{path}/test_result_sets")
-        assert r.code == 404, path
+    for codebase, c1, c2 in ((999999, first, last), (cbid, 999999, last),
+                             (cbid, first, 999999), (cbid, other, last)):
+        r = await api.get(f"codebases/{codebase}/commit_range/{c1}/{c2}/test_result_sets")
+        assert_not_found(r, {"codebaseid": codebase, "commitid1": c1, "commitid2": c2})
     r = await api.get(f"codebases/{cbid}/commit_range/{first}/{last}/test_result_sets?x=1")
-    assert r.code == 400
+    assert (r.code, r.json) == (400, {"error": "unrecognized query parameter 'x'"})
 
 
 @pytest_twisted.ensureDeferred
@@ -296,9 +303,11 @@ async def test_commit_range_sets(linked):
     assert await ids("c4", "c2") == []
     assert await ids("c0", "c4", "?order=-test_result_setid") == both[::-1]
     assert await ids("c0", "c4", f"?buildid__ne={expected[n['A']]['buildid']}") == [n["B"]]
-    r = await api.get(f"codebases/{n['codebaseid']}/commit_range/{n['c0']}/{n['c4']}"
-                      "/test_result_sets?limit=1")
-    assert r.json["meta"] == {"total": 2, "links": {"next": r.json["meta"]["links"]["next"]}}
+    path = (f"codebases/{n['codebaseid']}/commit_range/{n['c0']}/{n['c4']}"
+            "/test_result_sets?limit=1")
+    r = await api.get(path)
+    assert r.json == {"test_result_sets": [expected[n["A"]]], "meta": {
+        "total": 2, "links": {"next": f"http://testserver/api/v2/{path}&offset=1"}}}
 
 
 def test_commit_range_depth(linked):
@@ -314,9 +323,10 @@ def test_commit_range_depth(linked):
 @pytest_twisted.ensureDeferred
 async def test_results_with_names_of_other_builders(linked):
     api, n = linked
+    builderid = api.rows(sa.select(trs.c.builderid).where(trs.c.id == n["A"]))[0][0]
     r = await api.get(f"test_result_sets/{n['A']}/results?test_name__isnull=true")
     assert r.json["test_results"] == [{
-        "test_resultid": n["odd"], "builderid": r.json["test_results"][0]["builderid"],
+        "test_resultid": n["odd"], "builderid": builderid,
         "test_result_setid": n["A"], "test_name": None, "test_code_path": None,
         "line": None, "duration_ns": None, "value": "2.5"}]
     r = await api.get(f"test_result_sets/{n['A']}/results?order=-test_name")

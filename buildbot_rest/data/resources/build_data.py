@@ -4,13 +4,15 @@ endpoint serves it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType
+from buildbot_rest.data.base import Field, Kind, ResourceType
 from buildbot_rest.data.context import Context
+from buildbot_rest.data.endpoint import Endpoint, SQLEndpoint
 from buildbot_rest.data.rawdata import RawData
 from buildbot_rest.data.resultspec import ResultSpec
 from buildbot_rest.db import schema as s
@@ -24,14 +26,14 @@ _BUILD_FORMS = [
 ]
 
 
-class BuildDatasEndpoint(Endpoint):
+class BuildDatasEndpoint(SQLEndpoint):
     patterns = tuple(f"{build}/data" for build in _BUILD_FORMS)
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
         return [bd.c.buildid == ids["buildid"]]
 
 
-class BuildDataEndpoint(Endpoint):
+class BuildDataEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
     patterns = tuple(f"{build}/data/i:name" for build in _BUILD_FORMS)
     unchecked = frozenset({"buildid"})
@@ -51,9 +53,10 @@ class BuildDataValueEndpoint(Endpoint):
     patterns = tuple(f"{build}/data/i:name/value" for build in _BUILD_FORMS)
     unchecked = frozenset({"buildid"})
 
-    async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
-        ids = await ctx.resolve(kwargs, unchecked=self.unchecked)
-        value = await ctx.run(_read_value, ids["buildid"], ids["name"])
+    def get_in(self, conn: sa.Connection, ctx: Context, spec: ResultSpec,
+               kwargs: Mapping[str, Any]) -> RawData | None:
+        ids = ctx.resolve_in(conn, kwargs, self.unchecked)
+        value = _read_value(conn, ids["buildid"], ids["name"])
         if value is None:
             return None
         return RawData(b"application/octet-stream; charset=utf-8", filename=ids["name"],
@@ -79,4 +82,4 @@ class BuildData(ResourceType):
         return bd
 
 
-RESOURCE_TYPES = [BuildData]
+RESOURCE_TYPES = (BuildData,)

@@ -9,20 +9,21 @@ from typing import Any
 import sqlalchemy as sa
 
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType, chunked
+from buildbot_rest.data.base import Field, Kind, ResourceType, chunked
+from buildbot_rest.data.endpoint import SQLEndpoint
 from buildbot_rest.db import schema as s
 
 b = s.builders
 bm = s.builder_masters
 
 
-class BuilderEndpoint(Endpoint):
+class BuilderEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
-    patterns = [
+    patterns = (
         "/builders/n:builderid",
         "/builders/s:buildername",
         "/masters/n:masterid/builders/n:builderid",
-    ]
+    )
     unchecked = frozenset({"builderid"})
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
@@ -33,13 +34,13 @@ class BuilderEndpoint(Endpoint):
         return conds
 
 
-class BuildersEndpoint(Endpoint):
-    patterns = [
+class BuildersEndpoint(SQLEndpoint):
+    patterns = (
         "/builders",
         "/masters/n:masterid/builders",
         "/projects/n:projectid/builders",
         "/workers/n:workerid/builders",
-    ]
+    )
     root_link = "builders"
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
@@ -60,7 +61,7 @@ class BuildersEndpoint(Endpoint):
 class Builder(ResourceType):
     name = "builder"
     plural = "builders"
-    fields = [
+    fields = (
         Field("builderid", t.Integer(), b.c.id),
         Field("name", t.String(), b.c.name),
         Field("masterids", t.List(t.Integer())),
@@ -69,9 +70,9 @@ class Builder(ResourceType):
         Field("description_html", t.NoneOk(t.String()), b.c.description_html),
         Field("projectid", t.NoneOk(t.Integer()), b.c.projectid),
         Field("tags", t.List(t.String())),
-    ]
-    key = ["builderid"]
-    endpoints = [BuilderEndpoint, BuildersEndpoint]
+    )
+    key = ("builderid",)
+    endpoints = (BuilderEndpoint, BuildersEndpoint)
 
     def from_clause(self) -> sa.FromClause:
         return b
@@ -97,4 +98,4 @@ class Builder(ResourceType):
             item["tags"] = tags[item["builderid"]]
 
 
-RESOURCE_TYPES = [Builder]
+RESOURCE_TYPES = (Builder,)

@@ -4,13 +4,14 @@ their buildset."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import sqlalchemy as sa
 
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType
-from buildbot_rest.data.context import Context
+from buildbot_rest.data.base import Field, Kind, ResourceType
+from buildbot_rest.data.endpoint import SQLEndpoint
 from buildbot_rest.data.resources.properties import load_buildset_properties
 from buildbot_rest.data.resultspec import ResultSpec
 from buildbot_rest.db import schema as s
@@ -23,34 +24,33 @@ _complete = sa.func.coalesce(br.c.complete, 0) != 0
 _claimed = claims.c.claimed_at.is_not(None)
 
 
-class BuildRequestEndpoint(Endpoint):
+class BuildRequestEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
-    patterns = ["/buildrequests/n:buildrequestid"]
+    patterns = ("/buildrequests/n:buildrequestid",)
     unchecked = frozenset({"buildrequestid"})
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
         return [br.c.id == ids["buildrequestid"]]
 
 
-class BuildRequestsEndpoint(Endpoint):
-    patterns = ["/buildrequests", "/builders/n:builderid/buildrequests"]
+class BuildRequestsEndpoint(SQLEndpoint):
+    patterns = ("/buildrequests", "/builders/n:builderid/buildrequests")
     root_link = "buildrequests"
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
         return [br.c.builderid == ids["builderid"]] if "builderid" in ids else []
 
-    async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
-        ids = await ctx.resolve(kwargs)
-        where = self.where(ids) + self._claimed_conditions(spec)
-        return await ctx.fetch_collection(self.rtype, spec, where)
-
-    @staticmethod
-    def _claimed_conditions(spec: ResultSpec) -> list[Any]:
+    def prepare(self, spec: ResultSpec) -> tuple[ResultSpec, list[Any]]:
         """Upstream's meaning of ``claimed``: true is "has a claim", false is "waiting",
-        i.e. neither claimed nor complete (so ``claimed=false`` lists pending requests)."""
+        i.e. neither claimed nor complete (so ``claimed=false`` lists pending requests).
+        Those filters become conditions of their own, out of a copy of the spec."""
+        claimed = [f for f in spec.filters_on("claimed") if f.op != "isnull"]
+        if not claimed:
+            return spec, []
+        spec = dataclasses.replace(spec, filters=[f for f in spec.filters
+                                                  if f not in claimed])
         conds: list[Any] = []
-        for flt in [f for f in spec.filters_on("claimed") if f.op != "isnull"]:
-            spec.filters.remove(flt)
+        for flt in claimed:
             allowed = [b for b in (True, False) if flt.matches(b)]
             if allowed == [True]:
                 conds.append(_claimed)
@@ -58,13 +58,13 @@ class BuildRequestsEndpoint(Endpoint):
                 conds.append(sa.and_(sa.not_(_claimed), sa.not_(_complete)))
             elif not allowed:
                 conds.append(sa.false())
-        return conds
+        return spec, conds
 
 
 class BuildRequest(ResourceType):
     name = "buildrequest"
     plural = "buildrequests"
-    fields = [
+    fields = (
         Field("buildrequestid", t.Integer(), br.c.id),
         Field("buildsetid", t.Integer(), br.c.buildsetid),
         Field("builderid", t.Integer(), br.c.builderid),
@@ -79,9 +79,9 @@ class BuildRequest(ResourceType):
         Field("complete_at", t.NoneOk(t.DateTime()), br.c.complete_at),
         Field("waited_for", t.Boolean(), sa.func.coalesce(br.c.waited_for, 0) != 0),
         Field("properties", t.NoneOk(t.SourcedProperties())),
-    ]
-    key = ["buildrequestid"]
-    endpoints = [BuildRequestEndpoint, BuildRequestsEndpoint]
+    )
+    key = ("buildrequestid",)
+    endpoints = (BuildRequestEndpoint, BuildRequestsEndpoint)
 
     def from_clause(self) -> sa.FromClause:
         # No join with source stamps: a request whose buildset has none is still listed.
@@ -99,4 +99,4 @@ class BuildRequest(ResourceType):
             item["properties"] = dict(props.get(item["buildsetid"], {}))
 
 
-RESOURCE_TYPES = [BuildRequest]
+RESOURCE_TYPES = (BuildRequest,)

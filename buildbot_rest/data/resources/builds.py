@@ -10,7 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType, chunked
+from buildbot_rest.data.base import Field, Kind, ResourceType, chunked
+from buildbot_rest.data.endpoint import SQLEndpoint
 from buildbot_rest.data.resultspec import ResultSpec
 from buildbot_rest.db import schema as s
 
@@ -34,28 +35,28 @@ def load_properties(conn: sa.Connection, buildids: list[int],
     return out
 
 
-class BuildEndpoint(Endpoint):
+class BuildEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
-    patterns = [
+    patterns = (
         "/builds/n:buildid",
         "/builders/n:builderid/builds/n:build_number",
         "/builders/s:buildername/builds/n:build_number",
-    ]
+    )
     unchecked = frozenset({"buildid"})
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
         return [b.c.id == ids["buildid"]]
 
 
-class BuildsEndpoint(Endpoint):
-    patterns = [
+class BuildsEndpoint(SQLEndpoint):
+    patterns = (
         "/builds",
         "/builders/n:builderid/builds",
         "/builders/s:buildername/builds",
         "/buildrequests/n:buildrequestid/builds",
         "/changes/n:changeid/builds",
         "/workers/n:workerid/builds",
-    ]
+    )
     root_link = "builds"
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
@@ -77,8 +78,8 @@ class BuildsEndpoint(Endpoint):
         return conds
 
 
-class BuildTriggeredBuildsEndpoint(Endpoint):
-    patterns = ["/builds/n:buildid/triggered_builds"]
+class BuildTriggeredBuildsEndpoint(SQLEndpoint):
+    patterns = ("/builds/n:buildid/triggered_builds",)
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
         bs, br = s.buildsets, s.buildrequests
@@ -90,7 +91,7 @@ class BuildTriggeredBuildsEndpoint(Endpoint):
 class Build(ResourceType):
     name = "build"
     plural = "builds"
-    fields = [
+    fields = (
         Field("buildid", t.Integer(), b.c.id),
         Field("number", t.Integer(), b.c.number),
         Field("builderid", t.Integer(), b.c.builderid),
@@ -104,9 +105,9 @@ class Build(ResourceType):
         Field("results", t.NoneOk(t.Integer()), b.c.results),
         Field("state_string", t.String(), b.c.state_string),
         Field("properties", t.NoneOk(t.SourcedProperties())),
-    ]
-    key = ["buildid"]
-    endpoints = [BuildEndpoint, BuildsEndpoint, BuildTriggeredBuildsEndpoint]
+    )
+    key = ("buildid",)
+    endpoints = (BuildEndpoint, BuildsEndpoint, BuildTriggeredBuildsEndpoint)
 
     def from_clause(self) -> sa.FromClause:
         return b
@@ -123,4 +124,4 @@ class Build(ResourceType):
             item["properties"] = props.get(item["buildid"], {})
 
 
-RESOURCE_TYPES = [Build]
+RESOURCE_TYPES = (Build,)

@@ -10,7 +10,8 @@ import sqlalchemy as sa
 
 from buildbot_rest.data import engine
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType, chunked
+from buildbot_rest.data.base import Field, Kind, ResourceType, chunked
+from buildbot_rest.data.endpoint import SQLEndpoint
 from buildbot_rest.data.resources import sourcestamps
 from buildbot_rest.db import schema as s
 
@@ -37,24 +38,24 @@ def load_sourcestamps(conn: sa.Connection, ctx: Any,
     return {bsid: [dict(stamps[i]) for i in ids if i in stamps] for bsid, ids in links.items()}
 
 
-class BuildsetEndpoint(Endpoint):
+class BuildsetEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
-    patterns = ["/buildsets/n:bsid"]
+    patterns = ("/buildsets/n:bsid",)
     unchecked = frozenset({"bsid"})
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
         return [bs.c.id == ids["bsid"]]
 
 
-class BuildsetsEndpoint(Endpoint):
-    patterns = ["/buildsets"]
+class BuildsetsEndpoint(SQLEndpoint):
+    patterns = ("/buildsets",)
     root_link = "buildsets"
 
 
 class Buildset(ResourceType):
     name = "buildset"
     plural = "buildsets"
-    fields = [
+    fields = (
         Field("bsid", t.Integer(), bs.c.id),
         Field("external_idstring", t.NoneOk(t.String()), bs.c.external_idstring),
         Field("reason", t.String(), bs.c.reason),
@@ -68,9 +69,9 @@ class Buildset(ResourceType):
         Field("sourcestamps", t.List(sourcestamps.entity_type())),
         Field("parent_buildid", t.NoneOk(t.Integer()), bs.c.parent_buildid),
         Field("parent_relationship", t.NoneOk(t.String()), bs.c.parent_relationship),
-    ]
-    key = ["bsid"]
-    endpoints = [BuildsetEndpoint, BuildsetsEndpoint]
+    )
+    key = ("bsid",)
+    endpoints = (BuildsetEndpoint, BuildsetsEndpoint)
 
     def from_clause(self) -> sa.FromClause:
         return bs
@@ -82,4 +83,4 @@ class Buildset(ResourceType):
             item["sourcestamps"] = stamps.get(item["bsid"], [])
 
 
-RESOURCE_TYPES = [Buildset]
+RESOURCE_TYPES = (Buildset,)

@@ -4,17 +4,18 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
 from buildbot_rest.data import engine
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType, chunked
+from buildbot_rest.data.base import Field, Kind, ResourceType, chunked
 from buildbot_rest.data.context import Context
+from buildbot_rest.data.endpoint import SQLEndpoint
 from buildbot_rest.data.resources import sourcestamps
 from buildbot_rest.data.resources.properties import load_change_properties
-from buildbot_rest.data.resultspec import ResultSpec
 from buildbot_rest.db import schema as s
 
 ch = s.changes
@@ -118,44 +119,42 @@ def changes_of_build(conn: sa.Connection, buildid: int) -> list[int]:
 
 # -- endpoints -----------------------------------------------------------------------------
 
-class ChangeEndpoint(Endpoint):
+class ChangeEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
-    patterns = ["/changes/n:changeid"]
+    patterns = ("/changes/n:changeid",)
     unchecked = frozenset({"changeid"})
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
         return [ch.c.changeid == ids["changeid"]]
 
 
-class ChangesEndpoint(Endpoint):
-    patterns = [
+class ChangesEndpoint(SQLEndpoint):
+    patterns = (
         "/changes",
         "/builders/n:builderid/builds/n:build_number/changes",
         "/builds/n:buildid/changes",
         "/sourcestamps/n:ssid/changes",
-    ]
+    )
     root_link = "changes"
 
-    async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
-        ids = await ctx.resolve(kwargs)
-        if not spec.order:
-            # newest first unless asked otherwise, as upstream lists them
-            spec.order = ["-changeid"]
-        where: list[Any] = []
+    #: newest first unless asked otherwise, as upstream lists them
+    default_order = ("-changeid",)
+
+    def where_in(self, conn: sa.Connection, ctx: Context, ids: Mapping[str, Any]
+                 ) -> list[Any]:
         if "buildid" in ids:
-            changeids = await ctx.run(changes_of_build, ids["buildid"])
-            where.append(ch.c.changeid.in_(changeids))
-        elif "ssid" in ids:
+            return [ch.c.changeid.in_(changes_of_build(conn, ids["buildid"]))]
+        if "ssid" in ids:
             # the newest change of the source stamp
-            where.append(ch.c.changeid == sa.select(sa.func.max(ch.c.changeid))
-                         .where(ch.c.sourcestampid == ids["ssid"]).scalar_subquery())
-        return await ctx.fetch_collection(self.rtype, spec, where)
+            return [ch.c.changeid == sa.select(sa.func.max(ch.c.changeid))
+                    .where(ch.c.sourcestampid == ids["ssid"]).scalar_subquery()]
+        return []
 
 
 class Change(ResourceType):
     name = "change"
     plural = "changes"
-    fields = [
+    fields = (
         Field("changeid", t.Integer(), ch.c.changeid),
         Field("parent_changeids", t.List(t.Integer())),
         Field("author", t.String(), ch.c.author),
@@ -173,11 +172,11 @@ class Change(ResourceType):
         Field("project", t.String(), ch.c.project),
         Field("codebase", t.String(), ch.c.codebase),
         Field("sourcestamp", sourcestamps.entity_type()),
-    ]
-    key = ["changeid"]
-    extra_columns = [ch.c.parent_changeids.label("_parent"),
-                     ch.c.sourcestampid.label("_ssid")]
-    endpoints = [ChangeEndpoint, ChangesEndpoint]
+    )
+    key = ("changeid",)
+    extra_columns = (ch.c.parent_changeids.label("_parent"),
+                     ch.c.sourcestampid.label("_ssid"))
+    endpoints = (ChangeEndpoint, ChangesEndpoint)
 
     def from_clause(self) -> sa.FromClause:
         return ch
@@ -208,4 +207,4 @@ class Change(ResourceType):
             item["sourcestamp"] = dict(found) if found is not None else None
 
 
-RESOURCE_TYPES = [Change]
+RESOURCE_TYPES = (Change,)

@@ -8,7 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType
+from buildbot_rest.data.base import Field, Kind, ResourceType
+from buildbot_rest.data.endpoint import SQLEndpoint
 from buildbot_rest.data.resources.schedulers import MASTER_ENTITY, embed_masters
 from buildbot_rest.db import schema as s
 
@@ -16,12 +17,12 @@ cs = s.changesources
 csm = s.changesource_masters
 
 
-class ChangeSourceEndpoint(Endpoint):
+class ChangeSourceEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
-    patterns = [
+    patterns = (
         "/changesources/n:changesourceid",
         "/masters/n:masterid/changesources/n:changesourceid",
-    ]
+    )
     unchecked = frozenset({"changesourceid"})
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
@@ -31,11 +32,11 @@ class ChangeSourceEndpoint(Endpoint):
         return conds
 
 
-class ChangeSourcesEndpoint(Endpoint):
-    patterns = [
+class ChangeSourcesEndpoint(SQLEndpoint):
+    patterns = (
         "/changesources",
         "/masters/n:masterid/changesources",
-    ]
+    )
     root_link = "changesources"
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
@@ -45,14 +46,14 @@ class ChangeSourcesEndpoint(Endpoint):
 class ChangeSource(ResourceType):
     name = "changesource"
     plural = "changesources"
-    fields = [
+    fields = (
         Field("changesourceid", t.Integer(), cs.c.id),
         Field("name", t.String(), cs.c.name),
         Field("master", MASTER_ENTITY),
-    ]
-    key = ["changesourceid"]
-    extra_columns = [csm.c.masterid.label("_masterid")]
-    endpoints = [ChangeSourceEndpoint, ChangeSourcesEndpoint]
+    )
+    key = ("changesourceid",)
+    extra_columns = (csm.c.masterid.label("_masterid"),)
+    endpoints = (ChangeSourceEndpoint, ChangeSourcesEndpoint)
 
     def from_clause(self) -> sa.FromClause:
         return cs.outerjoin(csm, csm.c.changesourceid == cs.c.id)
@@ -62,4 +63,4 @@ class ChangeSource(ResourceType):
         embed_masters(conn, ctx, items)
 
 
-RESOURCE_TYPES = [ChangeSource]
+RESOURCE_TYPES = (ChangeSource,)

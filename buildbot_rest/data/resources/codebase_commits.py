@@ -4,13 +4,15 @@ ancestor and the ranges from it)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType
+from buildbot_rest.data.base import Field, Kind, ResourceType
 from buildbot_rest.data.context import Context
+from buildbot_rest.data.endpoint import Endpoint, SQLEndpoint
 from buildbot_rest.data.resultspec import ResultSpec
 from buildbot_rest.db import schema as s
 
@@ -20,25 +22,25 @@ cc = s.codebase_commits
 DEPTH = 100
 
 
-class CommitEndpoint(Endpoint):
+class CommitEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
-    patterns = ["/commits/n:commitid"]
+    patterns = ("/commits/n:commitid",)
     unchecked = frozenset({"commitid"})
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
         return [cc.c.id == ids["commitid"]]
 
 
-class CommitByRevisionEndpoint(Endpoint):
+class CommitByRevisionEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
-    patterns = ["/codebases/n:codebaseid/commits_by_revision/s:revision"]
+    patterns = ("/codebases/n:codebaseid/commits_by_revision/s:revision",)
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
         return [cc.c.codebaseid == ids["codebaseid"], cc.c.revision == ids["revision"]]
 
 
-class CommitsEndpoint(Endpoint):
-    patterns = ["/codebases/n:codebaseid/commits"]
+class CommitsEndpoint(SQLEndpoint):
+    patterns = ("/codebases/n:codebaseid/commits",)
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
         return [cc.c.codebaseid == ids["codebaseid"]]
@@ -47,7 +49,7 @@ class CommitsEndpoint(Endpoint):
 class Commit(ResourceType):
     name = "commit"
     plural = "commits"
-    fields = [
+    fields = (
         Field("commitid", t.Integer(), cc.c.id),
         Field("codebaseid", t.Integer(), cc.c.codebaseid),
         Field("author", t.String(), cc.c.author),
@@ -56,9 +58,9 @@ class Commit(ResourceType):
         Field("when_timestamp", t.Integer(), cc.c.when_timestamp),
         Field("revision", t.String(), cc.c.revision),
         Field("parent_commitid", t.NoneOk(t.Integer()), cc.c.parent_commitid),
-    ]
-    key = ["commitid"]
-    endpoints = [CommitEndpoint, CommitByRevisionEndpoint, CommitsEndpoint]
+    )
+    key = ("commitid",)
+    endpoints = (CommitEndpoint, CommitByRevisionEndpoint, CommitsEndpoint)
 
     def from_clause(self) -> sa.FromClause:
         return cc
@@ -104,25 +106,26 @@ def common_parent(conn: sa.Connection, commitid1: int,
 
 class CommitGraphEndpoint(Endpoint):
     kind = Kind.SINGLE
-    patterns = [
+    patterns = (
         "/codebases/n:codebaseid/commit_range/n:commitid1/n:commitid2/commits_common_parent",
-    ]
+    )
 
-    async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
-        ids = await ctx.resolve(kwargs, unchecked=self.unchecked)
-        graph = await ctx.run(common_parent, ids["commitid1"], ids["commitid2"])
+    def get_in(self, conn: sa.Connection, ctx: Context, spec: ResultSpec,
+               kwargs: Mapping[str, Any]) -> dict[str, Any] | None:
+        ids = ctx.resolve_in(conn, kwargs, self.unchecked)
+        graph = common_parent(conn, ids["commitid1"], ids["commitid2"])
         return None if graph is None else spec.project(graph)
 
 
 class CommitGraph(ResourceType):
     name = "commit_graph"
     plural = "commit_graphs"
-    fields = [
+    fields = (
         Field("common", t.Integer()),
         Field("to1", t.List(t.Integer())),
         Field("to2", t.List(t.Integer())),
-    ]
-    endpoints = [CommitGraphEndpoint]
+    )
+    endpoints = (CommitGraphEndpoint,)
 
 
-RESOURCE_TYPES = [Commit, CommitGraph]
+RESOURCE_TYPES = (Commit, CommitGraph)

@@ -8,19 +8,20 @@ from typing import Any
 import sqlalchemy as sa
 
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType
+from buildbot_rest.data.base import Field, Kind, ResourceType
+from buildbot_rest.data.endpoint import SQLEndpoint
 from buildbot_rest.db import schema as s
 from buildbot_rest.db.hashes import name_hash
 
 cb = s.codebases
 
 
-class CodebaseEndpoint(Endpoint):
+class CodebaseEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
-    patterns = [
+    patterns = (
         "/codebases/n:codebaseid",
         "/projects/n:projectid/codebases/i:codebasename",
-    ]
+    )
     unchecked = frozenset({"codebaseid"})
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
@@ -32,25 +33,25 @@ class CodebaseEndpoint(Endpoint):
                 cb.c.name == name]
 
 
-class CodebasesEndpoint(Endpoint):
-    patterns = ["/codebases"]
+class CodebasesEndpoint(SQLEndpoint):
+    patterns = ("/codebases",)
     root_link = "codebases"
 
 
 class Codebase(ResourceType):
     name = "codebase"
     plural = "codebases"
-    fields = [
+    fields = (
         Field("codebaseid", t.Integer(), cb.c.id),
         Field("projectid", t.Integer(), cb.c.projectid),
         Field("name", t.Identifier(70), cb.c.name),
         Field("slug", t.Identifier(70), cb.c.slug),
-    ]
-    key = ["codebaseid"]
-    endpoints = [CodebaseEndpoint, CodebasesEndpoint]
+    )
+    key = ("codebaseid",)
+    endpoints = (CodebaseEndpoint, CodebasesEndpoint)
 
     def from_clause(self) -> sa.FromClause:
         return cb
 
 
-RESOURCE_TYPES = [Codebase]
+RESOURCE_TYPES = (Codebase,)

@@ -3,36 +3,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType
+from buildbot_rest.data.base import Field, Kind, ResourceType
 from buildbot_rest.data.context import Context
+from buildbot_rest.data.endpoint import Endpoint
 from buildbot_rest.data.engine import apply_in_python
 from buildbot_rest.data.resultspec import ResultSpec
 from buildbot_rest.db import schema as s
 
 
 def configured(ctx: Context) -> list[dict[str, Any]]:
-    """The force schedulers of the configuration, as entities, in configuration order."""
-    entries = getattr(ctx.config, "forceschedulers", None) or []
-    return [to_entity(entry) for entry in entries]
+    """The force schedulers of the configuration, as entities, in configuration order.
 
-
-def to_entity(entry: dict[str, Any]) -> dict[str, Any]:
-    """One configured force scheduler as its entity, with upstream's defaults for the
-    label and the button name (both the scheduler's name)."""
-    name = str(entry["name"])
-    return {
-        "name": name,
-        "button_name": str(entry.get("button_name") or name),
-        "label": str(entry.get("label") if entry.get("label") is not None else name),
-        "builder_names": [str(b) for b in entry.get("builder_names") or []],
-        "enabled": bool(entry.get("enabled", True)),
-        "all_fields": list(entry.get("all_fields") or []),
-    }
+    :class:`buildbot_rest.config.Config` has checked them and filled in upstream's
+    defaults; each is copied so that serving it never changes the configuration."""
+    entries = getattr(ctx.config, "forceschedulers", None) or ()
+    return [dict(entry) for entry in entries]
 
 
 def _builder_name(conn: sa.Connection, builderid: int) -> str | None:
@@ -42,9 +33,9 @@ def _builder_name(conn: sa.Connection, builderid: int) -> str | None:
 
 class ForceSchedulerEndpoint(Endpoint):
     kind = Kind.SINGLE
-    patterns = ["/forceschedulers/i:schedulername"]
+    patterns = ("/forceschedulers/i:schedulername",)
 
-    async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
+    async def get(self, ctx: Context, spec: ResultSpec, kwargs: Mapping[str, Any]) -> Any:
         for entity in configured(ctx):
             if entity["name"] == kwargs["schedulername"]:
                 return spec.project(entity)
@@ -52,14 +43,14 @@ class ForceSchedulerEndpoint(Endpoint):
 
 
 class ForceSchedulersEndpoint(Endpoint):
-    patterns = [
+    patterns = (
         "/forceschedulers",
         # upstream's id here is untyped; ours is a number (COMPAT #23)
         "/builders/n:builderid/forceschedulers",
-    ]
+    )
     root_link = "forceschedulers"
 
-    async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
+    async def get(self, ctx: Context, spec: ResultSpec, kwargs: Mapping[str, Any]) -> Any:
         entities = configured(ctx)
         if "builderid" in kwargs:
             name = await ctx.run(_builder_name, kwargs["builderid"])
@@ -73,16 +64,16 @@ class ForceSchedulersEndpoint(Endpoint):
 class ForceScheduler(ResourceType):
     name = "forcescheduler"
     plural = "forceschedulers"
-    fields = [
+    fields = (
         Field("name", t.Identifier(50)),
         Field("button_name", t.String()),
         Field("label", t.String()),
         Field("builder_names", t.List(t.Identifier(50))),
         Field("enabled", t.Boolean()),
         Field("all_fields", t.List(t.JsonObject())),
-    ]
-    key = ["name"]
-    endpoints = [ForceSchedulerEndpoint, ForceSchedulersEndpoint]
+    )
+    key = ("name",)
+    endpoints = (ForceSchedulerEndpoint, ForceSchedulersEndpoint)
 
 
-RESOURCE_TYPES = [ForceScheduler]
+RESOURCE_TYPES = (ForceScheduler,)

@@ -4,7 +4,7 @@ streamed download (``/raw``, ``/raw_inline``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -12,8 +12,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType
+from buildbot_rest.data.base import Field, Kind, ResourceType
 from buildbot_rest.data.context import Context
+from buildbot_rest.data.endpoint import Endpoint
 from buildbot_rest.data.rawdata import RawData
 from buildbot_rest.data.resultspec import ResultSpec
 from buildbot_rest.db import logchunks as chunks
@@ -84,7 +85,7 @@ def read_log_info(conn: sa.Connection, logid: int) -> LogInfo | None:
     return None if row is None else LogInfo(*row)
 
 
-def _log_info(conn: sa.Connection, ctx: Context, kwargs: dict[str, Any]) -> LogInfo:
+def _log_info(conn: sa.Connection, ctx: Context, kwargs: Mapping[str, Any]) -> LogInfo:
     """The log a path names (in a database thread); NotFound when there is none."""
     if not kwargs:
         # ``/logchunks`` names no log
@@ -97,7 +98,7 @@ def _log_info(conn: sa.Connection, ctx: Context, kwargs: dict[str, Any]) -> LogI
 
 
 def _contents(conn: sa.Connection, ctx: Context, spec: ResultSpec,
-              kwargs: dict[str, Any]) -> dict[str, Any] | None:
+              kwargs: Mapping[str, Any]) -> dict[str, Any] | None:
     info = _log_info(conn, ctx, kwargs)
     first = spec.offset or 0
     last = first + spec.limit - 1 if spec.limit is not None else max(0, info.num_lines - 1)
@@ -114,8 +115,9 @@ class LogChunkEndpoint(Endpoint):
     patterns = ("/logchunks", *(f"{log}/contents" for log in LOG_FORMS))
     root_link = "logchunks"
 
-    async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
-        contents = await ctx.run(_contents, ctx, spec, kwargs)
+    def get_in(self, conn: sa.Connection, ctx: Context, spec: ResultSpec,
+               kwargs: Mapping[str, Any]) -> dict[str, Any] | None:
+        contents = _contents(conn, ctx, spec, kwargs)
         return None if contents is None else spec.project(contents)
 
 
@@ -137,8 +139,9 @@ class RawLogChunkEndpoint(Endpoint):
     kind = Kind.RAW
     patterns = tuple(f"{log}/raw" for log in LOG_FORMS)
 
-    async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
-        info = await ctx.run(_log_info, ctx, kwargs)
+    def get_in(self, conn: sa.Connection, ctx: Context, spec: ResultSpec,
+               kwargs: Mapping[str, Any]) -> RawData:
+        info = _log_info(conn, ctx, kwargs)
         return RawData(info.content_type(), filename=info.filename(),
                        generate=_raw_generator(info))
 
@@ -163,4 +166,4 @@ class LogChunk(ResourceType):
     endpoints = (LogChunkEndpoint, RawLogChunkEndpoint, RawInlineLogChunkEndpoint)
 
 
-RESOURCE_TYPES = [LogChunk]
+RESOURCE_TYPES = (LogChunk,)

@@ -8,7 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType
+from buildbot_rest.data.base import Field, Kind, ResourceType
+from buildbot_rest.data.endpoint import SQLEndpoint
 from buildbot_rest.db import schema as s
 
 lg = s.logs
@@ -23,7 +24,7 @@ _STEP_FORMS = [
 ]
 
 
-class LogEndpoint(Endpoint):
+class LogEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
     patterns = (
         "/logs/n:logid",
@@ -36,7 +37,7 @@ class LogEndpoint(Endpoint):
         return [lg.c.id == ids["logid"]]
 
 
-class LogsEndpoint(Endpoint):
+class LogsEndpoint(SQLEndpoint):
     patterns = (
         "/steps/n:stepid/logs",
         *(f"{step}/logs" for step in _STEP_FORMS),
@@ -65,4 +66,4 @@ class Log(ResourceType):
         return lg
 
 
-RESOURCE_TYPES = [Log]
+RESOURCE_TYPES = (Log,)

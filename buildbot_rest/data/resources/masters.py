@@ -8,7 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType
+from buildbot_rest.data.base import Field, Kind, ResourceType
+from buildbot_rest.data.endpoint import SQLEndpoint
 from buildbot_rest.db import schema as s
 
 m = s.masters
@@ -20,9 +21,9 @@ def serves(builderid: Any) -> sa.ColumnElement[bool]:
     return sa.exists().where(bm.c.masterid == m.c.id, bm.c.builderid == builderid)
 
 
-class MasterEndpoint(Endpoint):
+class MasterEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
-    patterns = ["/masters/n:masterid", "/builders/n:builderid/masters/n:masterid"]
+    patterns = ("/masters/n:masterid", "/builders/n:builderid/masters/n:masterid")
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
         conds = [m.c.id == ids["masterid"]]
@@ -31,8 +32,8 @@ class MasterEndpoint(Endpoint):
         return conds
 
 
-class MastersEndpoint(Endpoint):
-    patterns = ["/masters", "/builders/n:builderid/masters"]
+class MastersEndpoint(SQLEndpoint):
+    patterns = ("/masters", "/builders/n:builderid/masters")
     root_link = "masters"
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
@@ -42,17 +43,17 @@ class MastersEndpoint(Endpoint):
 class Master(ResourceType):
     name = "master"
     plural = "masters"
-    fields = [
+    fields = (
         Field("masterid", t.Integer(), m.c.id),
         Field("name", t.String(), m.c.name),
         Field("active", t.Boolean(), m.c.active),
         Field("last_active", t.DateTime(), m.c.last_active),
-    ]
-    key = ["masterid"]
-    endpoints = [MasterEndpoint, MastersEndpoint]
+    )
+    key = ("masterid",)
+    endpoints = (MasterEndpoint, MastersEndpoint)
 
     def from_clause(self) -> sa.FromClause:
         return m
 
 
-RESOURCE_TYPES = [Master]
+RESOURCE_TYPES = (Master,)

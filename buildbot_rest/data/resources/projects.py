@@ -8,7 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType
+from buildbot_rest.data.base import Field, Kind, ResourceType
+from buildbot_rest.data.endpoint import SQLEndpoint
 from buildbot_rest.db import schema as s
 from buildbot_rest.db.hashes import name_hash
 
@@ -20,12 +21,12 @@ bm = s.builder_masters
 ACTIVE = sa.exists().where(b.c.projectid == p.c.id, bm.c.builderid == b.c.id)
 
 
-class ProjectEndpoint(Endpoint):
+class ProjectEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
-    patterns = [
+    patterns = (
         "/projects/n:projectid",
         "/projects/i:projectname",
-    ]
+    )
     unchecked = frozenset({"projectid"})
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
@@ -34,15 +35,15 @@ class ProjectEndpoint(Endpoint):
         return [p.c.name_hash == name_hash(ids["projectname"])]
 
 
-class ProjectsEndpoint(Endpoint):
-    patterns = ["/projects"]
+class ProjectsEndpoint(SQLEndpoint):
+    patterns = ("/projects",)
     root_link = "projects"
 
 
 class Project(ResourceType):
     name = "project"
     plural = "projects"
-    fields = [
+    fields = (
         Field("projectid", t.Integer(), p.c.id),
         Field("name", t.Identifier(70), p.c.name),
         Field("slug", t.Identifier(70), p.c.slug),
@@ -50,10 +51,10 @@ class Project(ResourceType):
         Field("description", t.NoneOk(t.String()), p.c.description),
         Field("description_format", t.NoneOk(t.String()), p.c.description_format),
         Field("description_html", t.NoneOk(t.String()), p.c.description_html),
-    ]
+    )
     # upstream lists projects by name
-    key = ["name", "projectid"]
-    endpoints = [ProjectEndpoint, ProjectsEndpoint]
+    key = ("name", "projectid")
+    endpoints = (ProjectEndpoint, ProjectsEndpoint)
 
     def from_clause(self) -> sa.FromClause:
         return p
@@ -66,4 +67,4 @@ class Project(ResourceType):
                 item["active"] = None
 
 
-RESOURCE_TYPES = [Project]
+RESOURCE_TYPES = (Project,)

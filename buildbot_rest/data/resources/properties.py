@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -14,8 +14,9 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType, chunked
+from buildbot_rest.data.base import Field, Kind, ResourceType, chunked
 from buildbot_rest.data.context import Context
+from buildbot_rest.data.endpoint import Endpoint, SQLEndpoint
 from buildbot_rest.data.resources.builds import load_properties
 from buildbot_rest.data.resultspec import ResultSpec
 from buildbot_rest.db import schema as s
@@ -158,31 +159,31 @@ class JsonText(t.String):
 
 class BuildsetPropertiesEndpoint(Endpoint):
     kind = Kind.SINGLE
-    patterns = ["/buildsets/n:bsid/properties"]
+    patterns = ("/buildsets/n:bsid/properties",)
 
-    async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
-        ids = await ctx.resolve(kwargs)
-        props = await ctx.run(load_buildset_properties, [ids["bsid"]], None)
-        return props.get(ids["bsid"], {})
+    def get_in(self, conn: sa.Connection, ctx: Context, spec: ResultSpec,
+               kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        ids = ctx.resolve_in(conn, kwargs)
+        return load_buildset_properties(conn, [ids["bsid"]], None).get(ids["bsid"], {})
 
 
 class BuildPropertiesEndpoint(Endpoint):
     kind = Kind.SINGLE
-    patterns = [
+    patterns = (
         "/builders/n:builderid/builds/n:build_number/properties",
         "/builds/n:buildid/properties",
-    ]
+    )
 
-    async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
-        ids = await ctx.resolve(kwargs)
-        props = await ctx.run(load_properties, [ids["buildid"]], None)
-        return props.get(ids["buildid"], {})
+    def get_in(self, conn: sa.Connection, ctx: Context, spec: ResultSpec,
+               kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        ids = ctx.resolve_in(conn, kwargs)
+        return load_properties(conn, [ids["buildid"]], None).get(ids["buildid"], {})
 
 
 class Properties(ResourceType):
     name = "property"
     plural = "properties"
-    endpoints = [BuildsetPropertiesEndpoint, BuildPropertiesEndpoint]
+    endpoints = (BuildsetPropertiesEndpoint, BuildPropertiesEndpoint)
 
     @property
     def entity_type(self) -> Any:
@@ -197,11 +198,11 @@ class PropertyList(ResourceType):
 
     name = "_property"
     plural = "_properties"
-    fields = [
+    fields = (
         Field("name", t.String(), bp.c.name),
         Field("source", t.String(), bp.c.source),
         Field("value", JsonText(), bp.c.value),
-    ]
+    )
     # No key: rows keep the table's natural order, as upstream lists them (these tables
     # have no primary key), and an order on source or value keeps it between ties.
     key = ()
@@ -235,12 +236,12 @@ class _SourcedPropertyList(PropertyList):
 
 class BuildsetPropertyList(_SourcedPropertyList):
     table = bsp
-    fields = [
+    fields = (
         Field("name", t.String(), bsp.c.property_name),
         Field("source", t.String(), sourced_source(bsp.c.property_value)),
         Field("value", JsonText(), sourced_value(bsp.c.property_value)),
-    ]
-    extra_columns = [bsp.c.property_value.label("_text")]
+    )
+    extra_columns = (bsp.c.property_value.label("_text"),)
     owner = bsp.c.buildsetid
 
 
@@ -249,22 +250,22 @@ class ChangePropertyList(_SourcedPropertyList):
     change = True
     # Upstream reads a text that is not ``[value, "Change"]`` as a bare value.
     _is_pair = sourced_source(cp.c.property_value) == "Change"
-    fields = [
+    fields = (
         Field("name", t.String(), cp.c.property_name),
         Field("source", t.String(), sa.literal("Change", sa.Text())),
         Field("value", JsonText(), sa.case((_is_pair, sourced_value(cp.c.property_value)),
                                            else_=cp.c.property_value)),
-    ]
-    extra_columns = [cp.c.property_value.label("_text")]
+    )
+    extra_columns = (cp.c.property_value.label("_text"),)
     owner = cp.c.changeid
 
 
-class PropertyListEndpoint(Endpoint):
-    patterns = [
+class PropertyListEndpoint(SQLEndpoint):
+    patterns = (
         "/builds/n:buildid/property_list",
         "/buildsets/n:bsid/properties_list",
         "/changes/n:changeid/properties_list",
-    ]
+    )
     #: where each path's rows come from
     sources: ClassVar[dict[str, PropertyList]] = {
         "buildid": PropertyList(),
@@ -272,18 +273,22 @@ class PropertyListEndpoint(Endpoint):
         "changeid": ChangePropertyList(),
     }
 
-    async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
-        ids = await ctx.resolve(kwargs)
-        for var, rows in self.sources.items():
-            if var in ids:
-                where = [rows.owner == ids[var]]
-                if isinstance(rows, BuildsetPropertyList):
-                    # upstream skips texts that are not [value, source]
-                    where.append(sourced_source(bsp.c.property_value).is_not(None))
-                return await ctx.fetch_collection(rows, spec, where)
-        raise ctx.not_found()
+    def source(self, ids: Mapping[str, Any]) -> ResourceType:
+        return self.sources[self._owner(ids)]
+
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
+        var = self._owner(ids)
+        rows = self.sources[var]
+        where = [rows.owner == ids[var]]
+        if isinstance(rows, BuildsetPropertyList):
+            # upstream skips texts that are not [value, source]
+            where.append(sourced_source(bsp.c.property_value).is_not(None))
+        return where
+
+    def _owner(self, ids: Mapping[str, Any]) -> str:
+        return next(var for var in self.sources if var in ids)
 
 
 PropertyList.endpoints = [PropertyListEndpoint]
 
-RESOURCE_TYPES = [Properties, PropertyList]
+RESOURCE_TYPES = (Properties, PropertyList)

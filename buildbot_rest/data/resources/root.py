@@ -6,14 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Endpoint, Field, ResourceType
+from buildbot_rest.data.base import Field, ResourceType
 from buildbot_rest.data.context import Context
+from buildbot_rest.data.endpoint import Endpoint
 from buildbot_rest.data.engine import apply_in_python
 from buildbot_rest.data.resultspec import ResultSpec
 
 
 class RootEndpoint(Endpoint):
-    patterns = ["/"]
+    patterns = ("/",)
 
     async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
         return apply_in_python(self.rtype, spec, ctx.connector.root_links(), sort=bool(spec.order))
@@ -22,12 +23,12 @@ class RootEndpoint(Endpoint):
 class RootLink(ResourceType):
     name = "rootlink"
     plural = "rootlinks"
-    fields = [Field("name", t.String())]
-    endpoints = [RootEndpoint]
+    fields = (Field("name", t.String()),)
+    endpoints = (RootEndpoint,)
 
 
 class SpecEndpoint(Endpoint):
-    patterns = ["/application.spec"]
+    patterns = ("/application.spec",)
 
     async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
         entries = []
@@ -46,13 +47,13 @@ class SpecEndpoint(Endpoint):
 class Spec(ResourceType):
     name = "spec"
     plural = "specs"
-    fields = [
+    fields = (
         Field("path", t.String()),
         Field("type", t.String()),
         Field("plural", t.String()),
         Field("type_spec", t.JsonObject()),
-    ]
-    endpoints = [SpecEndpoint]
+    )
+    endpoints = (SpecEndpoint,)
 
 
-RESOURCE_TYPES = [RootLink, Spec]
+RESOURCE_TYPES = (RootLink, Spec)

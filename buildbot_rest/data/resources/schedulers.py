@@ -9,7 +9,8 @@ import sqlalchemy as sa
 
 from buildbot_rest.data import engine
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType, chunked
+from buildbot_rest.data.base import Field, Kind, ResourceType, chunked
+from buildbot_rest.data.endpoint import SQLEndpoint
 from buildbot_rest.data.resources.masters import Master
 from buildbot_rest.db import schema as s
 
@@ -36,12 +37,12 @@ def embed_masters(conn: sa.Connection, ctx: Any, items: list[dict[str, Any]]) ->
         item["master"] = dict(master) if master is not None else None
 
 
-class SchedulerEndpoint(Endpoint):
+class SchedulerEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
-    patterns = [
+    patterns = (
         "/schedulers/n:schedulerid",
         "/masters/n:masterid/schedulers/n:schedulerid",
-    ]
+    )
     unchecked = frozenset({"schedulerid"})
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
@@ -51,11 +52,11 @@ class SchedulerEndpoint(Endpoint):
         return conds
 
 
-class SchedulersEndpoint(Endpoint):
-    patterns = [
+class SchedulersEndpoint(SQLEndpoint):
+    patterns = (
         "/schedulers",
         "/masters/n:masterid/schedulers",
-    ]
+    )
     root_link = "schedulers"
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
@@ -65,16 +66,16 @@ class SchedulersEndpoint(Endpoint):
 class Scheduler(ResourceType):
     name = "scheduler"
     plural = "schedulers"
-    fields = [
+    fields = (
         Field("schedulerid", t.Integer(), sch.c.id),
         Field("name", t.String(), sch.c.name),
         # a NULL column reads as disabled, as upstream reads it
         Field("enabled", t.Boolean(), sa.func.coalesce(sch.c.enabled, 0) != 0),
         Field("master", MASTER_ENTITY),
-    ]
-    key = ["schedulerid"]
-    extra_columns = [sm.c.masterid.label("_masterid")]
-    endpoints = [SchedulerEndpoint, SchedulersEndpoint]
+    )
+    key = ("schedulerid",)
+    extra_columns = (sm.c.masterid.label("_masterid"),)
+    endpoints = (SchedulerEndpoint, SchedulersEndpoint)
 
     def from_clause(self) -> sa.FromClause:
         return sch.outerjoin(sm, sm.c.schedulerid == sch.c.id)
@@ -84,4 +85,4 @@ class Scheduler(ResourceType):
         embed_masters(conn, ctx, items)
 
 
-RESOURCE_TYPES = [Scheduler]
+RESOURCE_TYPES = (Scheduler,)

@@ -8,7 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType
+from buildbot_rest.data.base import Field, Kind, ResourceType
+from buildbot_rest.data.endpoint import SQLEndpoint
 from buildbot_rest.db import schema as s
 
 ss = s.sourcestamps
@@ -26,17 +27,17 @@ PATCH = t.Entity("patch", {
 })
 
 
-class SourceStampEndpoint(Endpoint):
+class SourceStampEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
-    patterns = ["/sourcestamps/n:ssid"]
+    patterns = ("/sourcestamps/n:ssid",)
     unchecked = frozenset({"ssid"})
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
         return [ss.c.id == ids["ssid"]]
 
 
-class SourceStampsEndpoint(Endpoint):
-    patterns = ["/sourcestamps", "/buildsets/:buildsetid/sourcestamps"]
+class SourceStampsEndpoint(SQLEndpoint):
+    patterns = ("/sourcestamps", "/buildsets/:buildsetid/sourcestamps")
     root_link = "sourcestamps"
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
@@ -49,7 +50,7 @@ class SourceStampsEndpoint(Endpoint):
 class SourceStamp(ResourceType):
     name = "sourcestamp"
     plural = "sourcestamps"
-    fields = [
+    fields = (
         Field("ssid", t.Integer(), ss.c.id),
         Field("revision", t.NoneOk(t.String()), ss.c.revision),
         Field("branch", t.NoneOk(t.String()), ss.c.branch),
@@ -58,17 +59,17 @@ class SourceStamp(ResourceType):
         Field("codebase", t.String(), ss.c.codebase),
         Field("patch", t.NoneOk(PATCH)),
         Field("created_at", t.DateTime(), ss.c.created_at),
-    ]
-    key = ["ssid"]
+    )
+    key = ("ssid",)
     # The patch comes along in the same row; its body is never read (it serialises as null).
-    extra_columns = [
+    extra_columns = (
         p.c.id.label("_patchid"),
         p.c.patchlevel.label("_level"),
         p.c.subdir.label("_subdir"),
         p.c.patch_author.label("_author"),
         p.c.patch_comment.label("_comment"),
-    ]
-    endpoints = [SourceStampEndpoint, SourceStampsEndpoint]
+    )
+    endpoints = (SourceStampEndpoint, SourceStampsEndpoint)
 
     def from_clause(self) -> sa.FromClause:
         return ss.outerjoin(p, ss.c.patchid == p.c.id)
@@ -94,4 +95,4 @@ def entity_type() -> t.Entity:
     return t.Entity("sourcestamp", {f.name: f.type for f in SourceStamp.fields})
 
 
-RESOURCE_TYPES = [SourceStamp]
+RESOURCE_TYPES = (SourceStamp,)

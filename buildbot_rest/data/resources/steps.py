@@ -9,7 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType
+from buildbot_rest.data.base import Field, Kind, ResourceType
+from buildbot_rest.data.endpoint import SQLEndpoint
 from buildbot_rest.db import schema as s
 
 st = s.steps
@@ -29,7 +30,7 @@ def parse_urls(text: str | None) -> list[dict[str, Any]]:
     return [{"name": u.get("name"), "url": u.get("url")} for u in urls if isinstance(u, dict)]
 
 
-class StepEndpoint(Endpoint):
+class StepEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
     patterns = (
         "/steps/n:stepid",
@@ -47,7 +48,7 @@ class StepEndpoint(Endpoint):
         return [st.c.id == ids["stepid"]]
 
 
-class StepsEndpoint(Endpoint):
+class StepsEndpoint(SQLEndpoint):
     patterns = (
         "/builds/n:buildid/steps",
         "/builders/n:builderid/builds/n:build_number/steps",
@@ -89,4 +90,4 @@ class Step(ResourceType):
             item["urls"] = parse_urls(item.pop("_urls_json", None))
 
 
-RESOURCE_TYPES = [Step]
+RESOURCE_TYPES = (Step,)

@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType
+from buildbot_rest.data.base import Field, Kind, ResourceType
 from buildbot_rest.data.context import Context
-from buildbot_rest.data.resultspec import ResultSpec
+from buildbot_rest.data.endpoint import SQLEndpoint
 from buildbot_rest.db import schema as s
 
 trs = s.test_result_sets
@@ -23,23 +24,23 @@ def _builder_of_build(buildid: Any) -> Any:
     return sa.select(s.builds.c.builderid).where(s.builds.c.id == buildid).scalar_subquery()
 
 
-class TestResultSetEndpoint(Endpoint):
+class TestResultSetEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
-    patterns = ["/test_result_sets/n:test_result_setid"]
+    patterns = ("/test_result_sets/n:test_result_setid",)
     unchecked = frozenset({"test_result_setid"})
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
         return [trs.c.id == ids["test_result_setid"]]
 
 
-class TestResultSetsEndpoint(Endpoint):
-    patterns = [
+class TestResultSetsEndpoint(SQLEndpoint):
+    patterns = (
         "/test_result_sets",
         "/builders/n:builderid/test_result_sets",
         "/builders/s:buildername/test_result_sets",
         "/builds/n:buildid/test_result_sets",
         "/steps/n:stepid/test_result_sets",
-    ]
+    )
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
         # Like upstream, a build's or step's sets are also those of the build's builder.
@@ -99,27 +100,25 @@ def sets_of_commits(commitids: list[int]) -> sa.ColumnElement[bool]:
     return trs.c.buildid.in_(buildids)
 
 
-class CommitRangeTestResultSetsEndpoint(Endpoint):
+class CommitRangeTestResultSetsEndpoint(SQLEndpoint):
     """The sets of the builds of the commits from ``commitid1`` to its descendant
     ``commitid2``; empty when ``commitid1`` is not an ancestor of ``commitid2``."""
 
-    patterns = ["/codebases/n:codebaseid/commit_range/n:commitid1/n:commitid2/test_result_sets"]
+    patterns = ("/codebases/n:codebaseid/commit_range/n:commitid1/n:commitid2/test_result_sets",)
 
-    async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
-        ids = await ctx.resolve(kwargs, unchecked=self.unchecked)
+    def where_in(self, conn: sa.Connection, ctx: Context, ids: Mapping[str, Any]
+                 ) -> list[Any] | None:
         first, last = ids["commitid1"], ids["commitid2"]
-        if not await ctx.run(_check_commits, ids["codebaseid"], [first, last]):
+        if not _check_commits(conn, ids["codebaseid"], [first, last]):
             raise ctx.not_found()
-        commitids = await ctx.run(commit_range, first, last)
-        if not commitids:
-            return [], 0
-        return await ctx.fetch_collection(self.rtype, spec, [sets_of_commits(commitids)])
+        commitids = commit_range(conn, first, last)
+        return [sets_of_commits(commitids)] if commitids else None
 
 
 class TestResultSet(ResourceType):
     name = "test_result_set"
     plural = "test_result_sets"
-    fields = [
+    fields = (
         Field("test_result_setid", t.Integer(), trs.c.id),
         Field("builderid", t.Integer(), trs.c.builderid),
         Field("buildid", t.Integer(), trs.c.buildid),
@@ -130,13 +129,13 @@ class TestResultSet(ResourceType):
         Field("tests_passed", t.NoneOk(t.Integer()), trs.c.tests_passed),
         Field("tests_failed", t.NoneOk(t.Integer()), trs.c.tests_failed),
         Field("complete", t.Boolean(), trs.c.complete),
-    ]
-    key = ["test_result_setid"]
-    endpoints = [TestResultSetsEndpoint, CommitRangeTestResultSetsEndpoint,
-                 TestResultSetEndpoint]
+    )
+    key = ("test_result_setid",)
+    endpoints = (TestResultSetsEndpoint, CommitRangeTestResultSetsEndpoint,
+                 TestResultSetEndpoint)
 
     def from_clause(self) -> sa.FromClause:
         return trs
 
 
-RESOURCE_TYPES = [TestResultSet]
+RESOURCE_TYPES = (TestResultSet,)

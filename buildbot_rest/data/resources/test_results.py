@@ -8,7 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Endpoint, Field, ResourceType
+from buildbot_rest.data.base import Field, ResourceType
+from buildbot_rest.data.endpoint import SQLEndpoint
 from buildbot_rest.db import schema as s
 
 tr = s.test_results
@@ -16,8 +17,8 @@ names = s.test_names
 paths = s.test_code_paths
 
 
-class TestResultsEndpoint(Endpoint):
-    patterns = ["/test_result_sets/n:test_result_setid/results"]
+class TestResultsEndpoint(SQLEndpoint):
+    patterns = ("/test_result_sets/n:test_result_setid/results",)
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
         setid = ids["test_result_setid"]
@@ -30,7 +31,7 @@ class TestResultsEndpoint(Endpoint):
 class TestResult(ResourceType):
     name = "test_result"
     plural = "test_results"
-    fields = [
+    fields = (
         Field("test_resultid", t.Integer(), tr.c.id),
         Field("builderid", t.Integer(), tr.c.builderid),
         Field("test_result_setid", t.Integer(), tr.c.test_result_setid),
@@ -39,9 +40,9 @@ class TestResult(ResourceType):
         Field("line", t.NoneOk(t.Integer()), tr.c.line),
         Field("duration_ns", t.NoneOk(t.Integer()), tr.c.duration_ns),
         Field("value", t.String(), tr.c.value),
-    ]
-    key = ["test_resultid"]
-    endpoints = [TestResultsEndpoint]
+    )
+    key = ("test_resultid",)
+    endpoints = (TestResultsEndpoint,)
 
     def from_clause(self) -> sa.FromClause:
         # Names and code paths are interned per builder: only the result's builder's count.
@@ -51,4 +52,4 @@ class TestResult(ResourceType):
                                           names.c.builderid == tr.c.builderid)))
 
 
-RESOURCE_TYPES = [TestResult]
+RESOURCE_TYPES = (TestResult,)

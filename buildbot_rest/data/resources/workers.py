@@ -9,7 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Endpoint, Field, Kind, ResourceType, chunked
+from buildbot_rest.data.base import Field, Kind, ResourceType, chunked
+from buildbot_rest.data.endpoint import SQLEndpoint
 from buildbot_rest.db import schema as s
 
 w = s.workers
@@ -30,9 +31,9 @@ def configured(ids: dict[str, Any]) -> list[Any]:
     return [sa.exists().where(*conds)]
 
 
-class WorkerEndpoint(Endpoint):
+class WorkerEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
-    patterns = [
+    patterns = (
         "/workers/n:workerid",
         "/workers/i:name",
         "/masters/n:masterid/workers/n:workerid",
@@ -41,7 +42,7 @@ class WorkerEndpoint(Endpoint):
         "/masters/n:masterid/builders/n:builderid/workers/i:name",
         "/builders/n:builderid/workers/n:workerid",
         "/builders/n:builderid/workers/i:name",
-    ]
+    )
     unchecked = frozenset({"workerid"})
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
@@ -49,13 +50,13 @@ class WorkerEndpoint(Endpoint):
         return conds + configured(ids)
 
 
-class WorkersEndpoint(Endpoint):
-    patterns = [
+class WorkersEndpoint(SQLEndpoint):
+    patterns = (
         "/workers",
         "/masters/n:masterid/workers",
         "/masters/n:masterid/builders/n:builderid/workers",
         "/builders/n:builderid/workers",
-    ]
+    )
     root_link = "workers"
 
     def where(self, ids: dict[str, Any]) -> list[Any]:
@@ -69,7 +70,7 @@ _MASTER_BUILDER = t.Entity("master_builder", {"masterid": t.Integer(), "builderi
 class Worker(ResourceType):
     name = "worker"
     plural = "workers"
-    fields = [
+    fields = (
         Field("workerid", t.Integer(), w.c.id),
         Field("name", t.String(), w.c.name),
         Field("connected_to", t.List(_MASTER_ID)),
@@ -78,9 +79,9 @@ class Worker(ResourceType):
         Field("paused", t.Boolean(), w.c.paused),
         Field("pause_reason", t.NoneOk(t.String()), w.c.pause_reason),
         Field("graceful", t.Boolean(), w.c.graceful),
-    ]
-    key = ["workerid"]
-    endpoints = [WorkerEndpoint, WorkersEndpoint]
+    )
+    key = ("workerid",)
+    endpoints = (WorkerEndpoint, WorkersEndpoint)
 
     def from_clause(self) -> sa.FromClause:
         return w
@@ -117,4 +118,4 @@ class Worker(ResourceType):
             item["configured_on"] = configured_on[item["workerid"]]
 
 
-RESOURCE_TYPES = [Worker]
+RESOURCE_TYPES = (Worker,)

@@ -20,7 +20,7 @@ from buildbot_rest import demo
 from buildbot_rest.config import Config, ConfigError
 from buildbot_rest.db import Database
 from buildbot_rest.service import RestService
-from buildbot_rest.workers import CONFIG_ENV
+from buildbot_rest.processes import CONFIG_ENV
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +71,9 @@ async def test_workers_share_the_port_and_stop_with_the_server(demo_url: str,
                               access_log=str(access)))
     rest.startService()
     await defer.succeed(None)
-    assert rest._workers is not None
-    (pid,) = rest._workers.pids
-    port = rest._listener._port.result.getHost().port  # type: ignore[union-attr]
+    assert rest.web is not None and rest.web.processes is not None and rest.web.port
+    (pid,) = rest.web.processes.pids
+    port = rest.web.port.getHost().port  # type: ignore[attr-defined]
     url = f"http://127.0.0.1:{port}/api/v2/builds?limit=5&order=-buildid"
     try:
         # the worker is up once it answers; then both processes take connections
@@ -113,7 +113,7 @@ def test_a_worker_ends_when_its_parent_does(demo_url: str) -> None:
     env = dict(os.environ, **{CONFIG_ENV: json.dumps(config.settings())})
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     worker = subprocess.Popen(
-        [sys.executable, "-m", "buildbot_rest.workers", "--fd", str(listener.fileno())],
+        [sys.executable, "-m", "buildbot_rest.child_process", "--fd", str(listener.fileno())],
         pass_fds=[listener.fileno()], env=env, stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     listener.close()  # only the worker listens now

@@ -1,10 +1,10 @@
-# -*- test-case-name: tests.www.test_stream -*-
-"""Streaming from a database thread to an HTTP response with flow control.
+# -*- test-case-name: tests.db.test_stream -*-
+"""Streaming the pieces of a generator that runs in a database thread, with flow control.
 
 A generator runs in a pool thread (holding its connection) and hands each piece to the
-reactor. It may run only a few pieces ahead of what the client has taken: the reactor
-gives a permit back once a piece is written and the transport is not paused, so memory
-stays flat whatever the size of the response.
+reactor. It may run only a few pieces ahead of what the consumer has taken: the consumer
+gives a permit back once a piece is used (:meth:`ThreadStream.consumed`) and the stream
+is not paused, so memory stays flat whatever the size of the whole.
 """
 
 from __future__ import annotations
@@ -15,25 +15,22 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer
-from twisted.logger import Logger
+from twisted.internet.interfaces import IPushProducer, IReactorFromThreads
 from twisted.python.failure import Failure
 from zope.interface import implementer
-
-log = Logger()
 
 _DONE = object()
 
 
-class Cancelled(Exception):
-    """The consumer went away; the generator is stopped."""
-
-
 @implementer(IPushProducer)
 class ThreadStream:
-    """Pieces produced by ``generator(conn)`` in a DB thread, consumed with :meth:`next`."""
+    """Pieces produced by ``generator(conn)`` in a DB thread, consumed with :meth:`next`.
 
-    def __init__(self, reactor: Any, window: int = 4) -> None:
+    Made by :meth:`buildbot_rest.db.pool.DBThreadPool.stream`, which sets
+    :attr:`running`. It is an ``IPushProducer``: registered on a transport, the
+    transport's own flow control pauses it."""
+
+    def __init__(self, reactor: IReactorFromThreads, window: int = 4) -> None:
         self._reactor = reactor
         self._permits = threading.Semaphore(window)
         self._pending: collections.deque[Any] = collections.deque()
@@ -41,14 +38,20 @@ class ThreadStream:
         self._cancelled = False
         self._paused = False
         self._owed = 0
+        #: fires once the producing thread has let go of its connection
+        self.running: defer.Deferred[None] = defer.succeed(None)
 
     # -- the producing side (a DB thread) ----------------------------------------------
 
     def run(self, conn: Any, generator: Callable[[Any], Iterator[Any]]) -> None:
         """Drive ``generator(conn)`` to the end, or until :meth:`cancel` (call this in a
         pool thread). The generator is closed before this returns, so its cursor is."""
-        pieces = generator(conn)
         end: Any = _DONE
+        try:
+            pieces = generator(conn)
+        except Exception:  # noqa: BLE001 - handed to the reactor, which raises it
+            self.end_with(Failure())
+            return
         try:
             for piece in pieces:
                 while not self._permits.acquire(timeout=1.0):
@@ -63,7 +66,11 @@ class ThreadStream:
             close = getattr(pieces, "close", None)
             if close is not None:
                 close()
-        self._reactor.callFromThread(self._deliver, end)
+        self.end_with(end)
+
+    def end_with(self, end: Any) -> None:
+        """End the stream from the producing thread: with a Failure, or normally."""
+        self._reactor.callFromThread(self._deliver, _DONE if end is None else end)
 
     # -- the consuming side (the reactor) ------------------------------------------------
 
@@ -79,7 +86,7 @@ class ThreadStream:
     def next(self) -> defer.Deferred[Any]:
         """The next piece; ``None`` at the end. A failure in the generator is raised."""
         if self._cancelled:
-            d = defer.succeed(_DONE)
+            d: defer.Deferred[Any] = defer.succeed(_DONE)
         elif self._pending:
             d = defer.succeed(self._pending.popleft())
         else:
@@ -96,7 +103,7 @@ class ThreadStream:
         return piece
 
     def consumed(self) -> None:
-        """One piece has been written; let the producer go on unless the client is slow."""
+        """One piece has been used; let the producer go on unless the stream is paused."""
         if self._paused:
             self._owed += 1
         else:
@@ -111,7 +118,12 @@ class ThreadStream:
             d, self._waiting = self._waiting, None
             d.callback(_DONE)
 
-    # IPushProducer, registered on the request: the transport's own flow control.
+    async def close(self) -> None:
+        """Cancel, and wait until the producing thread has let go of its connection."""
+        self.cancel()
+        await self.running
+
+    # IPushProducer
     def pauseProducing(self) -> None:
         self._paused = True
 

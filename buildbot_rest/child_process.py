@@ -1,0 +1,84 @@
+# -*- test-case-name: tests.test_processes -*-
+"""The entry point of a child server process (``python -m buildbot_rest.child_process``):
+it serves a listening socket inherited from its parent, until the parent ends or stops it.
+See :mod:`buildbot_rest.processes` for the parent's side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet import protocol
+from twisted.logger import Logger
+
+from buildbot_rest.config import Config
+from buildbot_rest.processes import CONFIG_ENV
+from buildbot_rest.service import RestService
+
+log = Logger()
+
+
+class _ParentWatch(protocol.Protocol):
+    """Calls ``stop`` when the child process.s standard input (a pipe from the parent) closes:
+    the parent has ended."""
+
+    def __init__(self, stop: Any) -> None:
+        self._stop = stop
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The child process: serve the inherited socket until stopped."""
+    parser = argparse.ArgumentParser(prog="python -m buildbot_rest.child_process")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--family", choices=("inet", "inet6"), default="inet")
+    args = parser.parse_args(argv)
+
+    from twisted.internet import reactor as default_reactor
+    from twisted.internet import stdio
+    from twisted.logger import FileLogObserver, formatEvent, globalLogBeginner
+
+    reactor: Any = default_reactor
+    # One line per event (and a failure's traceback), without time or system: the
+    # parent's log adds its own.
+    def line(event: dict[str, Any]) -> str:
+        text = formatEvent(event) or ""
+        failure = event.get("log_failure")
+        if failure is not None:
+            text += "\n" + failure.getTraceback()
+        return text.rstrip("\n") + "\n"
+
+    globalLogBeginner.beginLoggingTo([FileLogObserver(sys.stdout, line)],
+                                     redirectStandardIO=False)
+    config = Config(**json.loads(os.environ[CONFIG_ENV]))
+    family = socket.AF_INET6 if args.family == "inet6" else socket.AF_INET
+    service = RestService(config, reactor=reactor, inherited_socket=(args.fd, family))
+    service.startService()
+    stopping: list[bool] = []
+
+    def stop() -> None:
+        # SIGTERM from the parent, or its pipe closing: finish the requests, then exit.
+        if not stopping:
+            stopping.append(True)
+            d = service.stopService()
+            d.addErrback(lambda f: log.failure("the child process did not stop cleanly", f))
+            d.addBoth(lambda _: reactor.stop())
+
+    stdio.StandardIO(_ParentWatch(stop), stdin=0, stdout=os.open(os.devnull, os.O_WRONLY))
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(stop))
+    # ^C on a terminal reaches the whole process group: the parent stops its children.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    reactor.run(installSignalHandlers=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,298 @@
+# -*- test-case-name: tests.test_service -*-
+"""Serving the web application: the site, its listening port (or an inherited socket),
+the server's other processes, the access log, and a stop that waits for the requests in
+flight."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, cast
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer, endpoints, task
+from twisted.internet.address import IPv6Address
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request, Site
+
+from buildbot_rest.config import Config, derive_base_url
+from buildbot_rest.data.connector import DataConnector
+from buildbot_rest.processes import ServerProcesses, process_config
+from buildbot_rest.www.app import WebApp
+from buildbot_rest.www.rest import UserSource
+
+log = Logger()
+
+#: How long a stop waits for requests in flight before closing the database anyway.
+SHUTDOWN_TIMEOUT = 10.0
+
+
+class WebService(MultiService):
+    """The web application of one server, as a service.
+
+    It always counts the requests in flight, so that a stop waits for them (up to
+    ``shutdown_timeout`` seconds). Standalone, it also listens on ``config.port`` (or
+    serves an inherited listening socket, in a server's other process), writes the
+    access log, and starts the other processes ``config.workers`` asks for.
+    """
+
+    name = "www"
+
+    def __init__(self, config: Config, connector: DataConnector, *, reactor: Any,
+                 auth: UserSource | None = None, shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+                 inherited_socket: tuple[int, int] | None = None,
+                 access_file: AccessLogFile | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.connector = connector
+        self.shutdown_timeout = shutdown_timeout
+        self._reactor = reactor
+        self._requests = InFlight(reactor)
+        self.root: Resource = Tracked(WebApp(connector, auth=auth).resource(), self._requests)
+        #: (descriptor, address family) of a listening socket to serve
+        self._inherited = inherited_socket
+        self._access_file = access_file
+        self._adopted: IListeningPort | None = None
+        self._listener: Listener | None = None
+        self.site: Site | None = None
+        #: the server's other processes, once listening (``config.workers`` > 1)
+        self.processes: ServerProcesses | None = None
+        #: the port listened on, once listening
+        self.port: IListeningPort | None = None
+
+    def resource(self) -> IResource:
+        """What to mount at ``/api`` of a site of one's own."""
+        return cast(IResource, Mounted(self.root))
+
+    def startService(self) -> None:
+        if self._inherited is not None and self._adopted is None:
+            self.site = ApiSite(self.root, self.config.access_log, self._access_file,
+                                self._reactor)
+            fileno, family = self._inherited
+            os.set_blocking(fileno, False)  # a blocking accept would stall the reactor
+            self._adopted = self._reactor.adoptStreamPort(fileno, family, self.site)
+        elif self.config.port is not None and self._listener is None:
+            self.site = ApiSite(self.root, self.config.access_log, self._access_file,
+                                self._reactor)
+            self._listener = Listener(self.config.port, self.site, self._reactor,
+                                      self._listening)
+            self._listener.setServiceParent(self)
+        super().startService()
+
+    def _listening(self, port: IListeningPort) -> None:
+        self.port = port
+        address = port.getHost()
+        log.info("serving {base}api/v2 on {address}", base=self.config.base_url,
+                 address=address)
+        if self.config.base_url_derived and self.config.port is not None:
+            # `tcp:0` picks a port only now: links must name the real one.
+            number = getattr(address, "port", None)
+            if number is not None:
+                self.connector.base_url = derive_base_url(
+                    f"{self.config.port.partition(':')[0]}:{number}")
+        if self.config.workers > 1:
+            self.processes = ServerProcesses(self._reactor)
+            family = socket.AF_INET6 if isinstance(address, IPv6Address) else socket.AF_INET
+            fileno: int = port.fileno()  # type: ignore[attr-defined]
+            self.processes.start(self.config.workers - 1, fileno, family,
+                                 process_config(self.config, self.connector.base_url))
+
+    def stopService(self) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        await super().stopService()  # stops listening first
+        if self._adopted is not None:
+            await defer.maybeDeferred(self._adopted.stopListening)
+            self._adopted = None
+        if self.processes is not None:
+            await self.processes.stop()  # each finishes its requests
+            self.processes = None
+        pending = len(self._requests)
+        if pending:
+            log.info("waiting for {n} requests in flight", n=pending)
+        if not await self._requests.drained(self.shutdown_timeout):
+            log.warn("{n} requests still running after {t:g}s; closing the database",  # noqa: G010
+                     n=len(self._requests), t=self.shutdown_timeout)
+
+
+class AccessLogFile:
+    """An access log file written in blocks of whole lines, so that several processes
+    (workers) can append to one file without cutting each other's lines."""
+
+    BLOCK = 1 << 16
+
+    def __init__(self, path: str) -> None:
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._lines: list[str] = []
+        self._size = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+    def write(self, line: str) -> None:
+        self._lines.append(line)
+        self._size += len(line)
+        if self._size >= self.BLOCK:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._lines or self._fd is None:
+            return
+        data = "".join(self._lines).encode("utf-8")
+        self._lines, self._size = [], 0
+        view = memoryview(data)
+        while view:  # one write with O_APPEND; the loop only for a short write
+            view = view[os.write(self._fd, view):]
+
+    def close(self) -> None:
+        if self._fd is not None:
+            self.flush()
+            os.close(self._fd)
+            self._fd = None
+
+
+class ApiSite(Site):
+    """The standalone server's site. Its access log goes to the server's log ("-", as
+    Twisted's default), nowhere ("off"), or to a file written in blocks and flushed every
+    second: far cheaper per request than a line through the logging system."""
+
+    def __init__(self, resource: IResource, access_log: str, access_file: Any,
+                 reactor: Any) -> None:
+        super().__init__(resource)
+        self.noisy = False
+        self._access_log = access_log
+        self._access_file = access_file
+        self._flusher: task.LoopingCall | None = None
+        self._clock = reactor
+
+    def startFactory(self) -> None:
+        super().startFactory()
+        if self._access_log == "off":
+            self._logFile = None
+        elif self._access_file is not None:
+            self._logFile = self._access_file
+            self._flusher = task.LoopingCall(self._access_file.flush)
+            self._flusher.clock = self._clock
+            self._flusher.start(1.0, now=False)
+
+    def stopFactory(self) -> None:
+        if self._flusher is not None and self._flusher.running:
+            self._flusher.stop()
+        self._flusher = None
+        super().stopFactory()  # closes (and so flushes) a file of its own
+
+
+class Listener(Service):
+    """Listens on an endpoint while running; a failure to listen at start is raised."""
+
+    def __init__(self, description: str, site: Site, reactor: Any,
+                 on_listening: Any) -> None:
+        self.description = description
+        self.site = site
+        self._reactor = reactor
+        self._on_listening = on_listening
+        self._port: defer.Deferred[IListeningPort] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        endpoint = endpoints.serverFromString(self._reactor, self.description)
+        d = endpoint.listen(self.site)
+        failures: list[Any] = []
+        d.addCallbacks(self._listened, failures.append)
+        if failures:  # TCP and UNIX endpoints fail at once: tell the caller now
+            self.running = False
+            failures[0].raiseException()
+        self._port = d
+        d.addErrback(lambda f: log.failure("cannot listen on {d}", f, d=self.description))
+
+    def _listened(self, port: IListeningPort) -> IListeningPort:
+        self._on_listening(port)
+        return port
+
+    def stopService(self) -> defer.Deferred[None] | None:
+        super().stopService()
+        d, self._port = self._port, None
+        if d is None:
+            return None
+
+        def stop(port: Any) -> Any:
+            return port.stopListening() if port is not None else None
+        return d.addCallback(stop)
+
+
+class InFlight:
+    """The requests being answered, and a way to wait until there are none."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self._requests: set[Request] = set()
+        self._waiters: list[defer.Deferred[bool]] = []
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def add(self, request: Request) -> None:
+        self._requests.add(request)
+        request.notifyFinish().addBoth(self._done, request)
+
+    def _done(self, _result: Any, request: Request) -> None:
+        self._requests.discard(request)
+        if not self._requests:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.called:
+                    waiter.callback(True)
+
+    def drained(self, timeout: float) -> defer.Deferred[bool]:
+        """Fires with True once no request is in flight, or False after ``timeout``."""
+        if not self._requests:
+            return defer.succeed(True)
+        waiter: defer.Deferred[bool] = defer.Deferred()
+        self._waiters.append(waiter)
+
+        def expire() -> None:
+            if not waiter.called:
+                waiter.callback(False)
+        call = self._reactor.callLater(timeout, expire)
+        waiter.addBoth(lambda r: (call.active() and call.cancel(), r)[1])
+        return waiter
+
+
+class Tracked(Resource):
+    """Counts the requests in flight through a leaf resource, for a clean stop."""
+
+    isLeaf = True
+
+    def __init__(self, inner: Any, requests: InFlight) -> None:
+        super().__init__()
+        self._inner = inner
+        self._requests = requests
+
+    def render(self, request: Request) -> bytes | int:
+        self._requests.add(request)
+        result: bytes | int = self._inner.render(request)
+        return result
+
+
+class Mounted(Resource):
+    """Serves the web application's ``/api`` routes below any mount point of a site."""
+
+    isLeaf = True
+
+    def __init__(self, root: Any) -> None:
+        super().__init__()
+        self._root = root
+
+    def render(self, request: Any) -> bytes | int:
+        # The application routes on paths that start with /api: present the mount point
+        # as that segment, and keep what comes before it as the script name.
+        if request.prepath:
+            request.prepath = request.prepath[:-1]
+        request.postpath = [b"api", *request.postpath]
+        result: bytes | int = self._root.render(request)
+        return result
+
