@@ -72,7 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             d.addErrback(lambda f: log.failure("the child process did not stop cleanly", f))
             d.addBoth(lambda _: reactor.stop())
 
-    stdio.StandardIO(_ParentWatch(stop), stdin=0, stdout=os.open(os.devnull, os.O_WRONLY))
+    # (mypy reads the Windows signature of StandardIO; this is the POSIX one)
+    stdio.StandardIO(_ParentWatch(stop), stdin=0,  # type: ignore[call-arg]
+                     stdout=os.open(os.devnull, os.O_WRONLY))
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(stop))
     # ^C on a terminal reaches the whole process group: the parent stops its children.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

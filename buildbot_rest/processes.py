@@ -109,8 +109,11 @@ class ServerProcesses:
         if not children:
             return
         ended = defer.DeferredList([w.ended for w, _ in children])
-        timer = self._reactor.callLater(KILL_AFTER, lambda: [_signal(t, "KILL")
-                                                             for _, t in children])
+        def kill() -> None:
+            for _, transport in children:
+                _signal(transport, "KILL")
+
+        timer = self._reactor.callLater(KILL_AFTER, kill)
         await ended
         if timer.active():
             timer.cancel()

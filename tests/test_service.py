@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import defer, endpoints, reactor
+from twisted.internet import defer, endpoints, reactor, task
 from twisted.internet.error import ConnectionRefusedError
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -17,6 +19,16 @@ from twisted.web.server import Site
 from buildbot_rest.config import Config
 from buildbot_rest.service import RestService
 from buildbot_rest.www.site import InFlight
+from tests.www.test_disconnect import (  # noqa: F401 - big_sqlite is a fixture
+    PROMPT,
+    BigData,
+    Client,
+    Watch,
+    big_sqlite,
+    connect,
+    mine,
+    within,
+)
 
 
 async def fetch(url: str) -> tuple[int, Any]:
@@ -149,3 +161,117 @@ def test_access_log_that_cannot_be_opened(tmp_path: Path) -> None:
                               access_log=str(tmp_path / "no" / "such" / "dir" / "http.log")))
     with pytest.raises(ConfigError, match=r"cannot open the access log .*http\.log"):
         rest.prepare()
+
+
+@pytest_twisted.ensureDeferred
+async def test_children_start_in_order_and_stop_one_after_the_other(
+        tmp_path: Path) -> None:
+    rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}", port=None))
+    rest.prepare()
+    assert [child.name for child in rest] == ["db", "mq", "auth", "www"]
+    events: list[str] = []
+    for child in rest:
+        start, stop = child.startService, child.stopService
+
+        def started(name: str = child.name, start: Any = start) -> None:
+            events.append("start " + name)
+            start()
+
+        def stopped(name: str = child.name, stop: Any = stop) -> Any:
+            events.append("stop " + name)
+            result = defer.maybeDeferred(stop)
+            result.addCallback(lambda _: events.append("stopped " + name))
+            return result
+
+        child.startService = started  # type: ignore[method-assign]
+        child.stopService = stopped  # type: ignore[method-assign]
+    rest.startService()
+    assert rest.getServiceNamed("db").running and rest.getServiceNamed("www").running
+    await rest.stopService()
+    assert events == ["start db", "start mq", "start auth", "start www",
+                      "stop www", "stopped www", "stop auth", "stopped auth",
+                      "stop mq", "stopped mq", "stop db", "stopped db"]
+    assert not any(child.running for child in rest)
+
+
+def test_a_failed_start_stops_what_had_started(tmp_path: Path) -> None:
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}",
+                                  port=f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"))
+        with pytest.raises(Exception, match="[Aa]ddress already in use"):
+            rest.startService()
+    finally:
+        taken.close()
+    assert not rest.running
+    assert not any(child.running for child in rest)
+    assert rest.db is not None and not rest.db.pool._started
+
+
+#: after this, a test's watchdog unblocks a stream that a fault left stuck
+WATCHDOG = 20.0
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_waits_for_a_streamed_answer_in_flight(big_sqlite: BigData) -> None:
+    """A stop with a real request in flight: a raw log of ~32 MB streamed to a client
+    that does not read for a while, over a real port, from a pool of one connection.
+    stopService() stops listening, then waits; once the client reads again, it gets the
+    whole log, and only then is the database closed and the stop done."""
+    rest = RestService(Config(db_url=big_sqlite.url, port="tcp:0:interface=127.0.0.1",
+                              pool_size=1), shutdown_timeout=60)
+    rest.prepare()
+    assert rest.db is not None
+    watch = Watch(rest.db)
+    # Without the wait, stopping the pool would join the stream's thread, which waits for
+    # the (then blocked) reactor: this unblocks it, so that the test fails, not hangs.
+    watchdog = threading.Timer(WATCHDOG, watch.release_from_thread)
+    watchdog.daemon = True
+    rest.startService()
+    client = Client(big_sqlite.raw_path, stalled=True)
+    stopped: defer.Deferred[None] | None = None
+    try:
+        await defer.succeed(None)
+        port = rest.web.port.getHost().port  # type: ignore[union-attr]
+        await connect(port, client)
+        run = await within(watch.started(), "the log starting to stream")
+        await within(mine(run.paused), "the server pausing its answer for a client that "
+                     "reads nothing")
+        watchdog.start()
+        stopped = rest.stopService()
+
+        async def refused() -> bool:
+            try:
+                await fetch(f"http://127.0.0.1:{port}/api")
+            except ConnectionRefusedError:
+                return True
+            return False
+        for _ in range(int(PROMPT / 0.01)):
+            if await refused():
+                break
+            await task.deferLater(reactor, 0.01, lambda: None)
+        else:
+            pytest.fail("the server still listens after stopService()")
+        assert not stopped.called, "the stop did not wait for the request in flight"
+        assert rest.getServiceNamed("db").running
+        assert not run.closed
+
+        client.resume()
+        await within(client.closed, "the client reading the rest of the log")
+        status, _, body, complete = client.response()
+        assert (status, complete, len(body)) == (200, True, big_sqlite.raw_length)
+        assert hashlib.sha256(body).hexdigest() == big_sqlite.raw_sha256
+        await within(mine(stopped), "the stop, once the request is done")
+        assert run.exhausted
+        assert not rest.running
+        assert not any(child.running for child in rest)
+    finally:
+        watchdog.cancel()
+        client.hang_up()
+        watch.cancel_all()
+        if stopped is None:
+            await rest.stopService()

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.data.test_base -*-
+# -*- test-case-name: tests.data.test_connector -*-
 """Declaring resource types: their fields, the SQL that yields their rows, their control
 actions, update methods and event routing keys.
 
@@ -185,7 +185,7 @@ class ResourceType:
                  ) -> list[dict[str, Any]]:
         """Entity dicts (computed fields missing) from result rows whose columns are
         labelled ``keys``; the few values that need it are converted."""
-        items = [dict(zip(keys, row)) for row in rows]
+        items = [dict(zip(keys, row, strict=False)) for row in rows]
         for name, convert in self._converters:
             for item in items:
                 item[name] = convert(item[name])

@@ -79,7 +79,15 @@ class DataConnector:
                 self.register(rtype_class())
 
     def register(self, rtype: ResourceType) -> None:
-        """Add a resource type: its endpoints' patterns and its update methods."""
+        """Add a resource type: its endpoints' patterns and its update methods.
+
+        ValueError if its name, one of its update methods or one of its patterns is
+        already taken (then nothing is added)."""
+        if rtype.name in self.rtypes:
+            raise ValueError(f"resource type {rtype.name!r} is already registered")
+        for name in rtype.updates:
+            if name in self.updates.names():
+                raise ValueError(f"update method {name!r} is already defined")
         self.rtypes[rtype.name] = rtype
         for endpoint_class in rtype.endpoints:
             endpoint = endpoint_class(rtype)
@@ -95,7 +103,7 @@ class DataConnector:
         """The endpoint and variables for a path; raises InvalidPath (404)."""
         path = tuple(path)
         if path and path[0] in ALIASES:
-            path = (ALIASES[path[0]],) + path[1:]
+            path = (ALIASES[path[0]], *path[1:])
         return self.matcher.match(path)
 
     def parse_spec(self, endpoint: Endpoint, args: Mapping[str, list[str]]) -> ResultSpec:

@@ -28,9 +28,14 @@ class Catalog(Protocol):
     """What a call may look up in the data connector."""
 
     base_url: str
-    #: resource types by name (``"build"``, ``"sourcestamp"``...)
-    rtypes: Mapping[str, Any]
-    matcher: Matcher[Any]
+
+    @property
+    def rtypes(self) -> Mapping[str, Any]:
+        """Resource types by name (``"build"``, ``"sourcestamp"``...)."""
+
+    @property
+    def matcher(self) -> Matcher[Any]:
+        """The path matcher."""
 
     def root_links(self) -> list[dict[str, str]]: ...
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.data.test_endpoint -*-
+# -*- test-case-name: tests.data.test_resources -*-
 """Endpoints: the path patterns of a resource type and how each is answered.
 
 :class:`Endpoint` answers with code of its own; :class:`SQLEndpoint` is answered by the

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.www.test_core -*-
 """Errors of the data API: each carries the HTTP status and a message a user can act on."""
 
 from __future__ import annotations

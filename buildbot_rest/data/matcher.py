@@ -70,7 +70,7 @@ class Matcher(Generic[T]):
     def match(self, path: tuple[str, ...]) -> tuple[T, dict[str, Any]]:
         for compiled, value in self._by_length.get(len(path), ()):
             kwargs: dict[str, Any] = {}
-            for want, got in zip(compiled, path):
+            for want, got in zip(compiled, path, strict=True):
                 if isinstance(want, str):
                     if want != got:
                         break

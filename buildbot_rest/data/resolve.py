@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.data.test_resolve -*-
+# -*- test-case-name: tests.data.test_resources -*-
 """Resolving the variables of a matched path into entity ids, checking that they exist."""
 
 from __future__ import annotations

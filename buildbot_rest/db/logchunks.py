@@ -49,7 +49,7 @@ def _zstd_write(data: bytes) -> bytes:
     if cctx is None:
         cctx = _local.zstd_writer = zstandard.ZstdCompressor(level=9)
     obj = cctx.compressobj()
-    return bytes(obj.compress(data) + obj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH))
+    return obj.compress(data) + obj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
 
 
 def _zstd_read(data: bytes) -> bytes:
@@ -58,7 +58,7 @@ def _zstd_read(data: bytes) -> bytes:
     if dctx is None:
         dctx = _local.zstd_reader = zstandard.ZstdDecompressor()
     obj = dctx.decompressobj()
-    return bytes(obj.decompress(data) + obj.flush())
+    return obj.decompress(data) + obj.flush()
 
 
 _Codec = Callable[[bytes], bytes]

@@ -105,7 +105,7 @@ class DBThreadPool:
                     raise DatabaseUnavailable(
                         f"database still failing after {self.retry_seconds:g}s: {e.orig}"
                     ) from e
-                log.warn("transient database error, retrying in {delay:.2f}s: {err}",
+                log.warn("transient database error, retrying in {delay:.2f}s: {err}",  # noqa: G010
                          delay=delay, err=e.orig)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0) * (1 + random.random() / 10)
@@ -143,7 +143,7 @@ class DBThreadPool:
 
     def do(self, fn: Callable[..., T], *args: Any, **kw: Any) -> defer.Deferred[T]:
         """Run ``fn(conn, *args, **kw)`` on a pool thread: a read."""
-        return threads.deferToThreadPool(self._reactor, self._pool,  # type: ignore[arg-type]
+        return threads.deferToThreadPool(self._reactor, self._pool,
                                          self.run_sync, fn, *args, **kw)
 
     def do_in_transaction(self, fn: Callable[..., T], *args: Any,
@@ -151,7 +151,7 @@ class DBThreadPool:
         """Run ``fn(conn, *args, **kw)`` inside one transaction, committed when it returns
         (see :meth:`run_in_transaction_sync` for what is retried)."""
         return threads.deferToThreadPool(
-            self._reactor, self._pool,  # type: ignore[arg-type]
+            self._reactor, self._pool,
             self.run_in_transaction_sync, fn, *args, **kw)
 
     def stream(self, generate: Callable[[sa.Connection], Iterator[Any]],
@@ -159,10 +159,10 @@ class DBThreadPool:
         """Start ``generate(conn)`` on a pool thread and return the stream of its pieces
         (see :class:`ThreadStream`). The connection is held until the generator ends or
         the stream is cancelled; a failure to connect ends the stream with that error."""
-        reactor: IReactorFromThreads = self._reactor  # type: ignore[assignment]
+        reactor: IReactorFromThreads = self._reactor
         stream = ThreadStream(reactor, window)
         stream.running = threads.deferToThreadPool(
-            self._reactor, self._pool,  # type: ignore[arg-type]
+            self._reactor, self._pool,
             self._stream_sync, stream, generate)
         return stream
 

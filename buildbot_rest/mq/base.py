@@ -23,7 +23,8 @@ Callback = Callable[[RoutingKey, Mapping[str, Any]], None]
 def matches(key_filter: Sequence[str | None], routing_key: Sequence[str]) -> bool:
     """Whether ``routing_key`` matches ``key_filter`` (same length; None is a wildcard)."""
     return len(key_filter) == len(routing_key) and all(
-        want is None or want == got for want, got in zip(key_filter, routing_key))
+        want is None or want == got
+        for want, got in zip(key_filter, routing_key, strict=True))
 
 
 class Consumer(Protocol):

@@ -1,13 +1,26 @@
 """Streaming: CollectionWriter's bytes equal the whole document, and a client that goes
-away stops the database generator."""
+away stops the database generator (more in ``test_disconnect.py``, whose large database
+and helpers are used here)."""
 
 from __future__ import annotations
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
 
 from buildbot_rest.www.encoding import CollectionWriter, dumps
+from tests.www.test_disconnect import (  # noqa: F401 - fixtures
+    A_LITTLE,
+    Client,
+    Server,
+    assert_stopped_early,
+    big_data,
+    big_postgresql,
+    big_sqlite,
+    connect,
+    path_of,
+    server,
+    within,
+)
 
 ITEMS = [{"buildid": i, "name": f"b\u00e9{i}", "tags": ["x", "y"], "props": {"a": [1, None]},
           "empty": {}, "none": None} for i in range(57)]
@@ -28,29 +41,20 @@ def test_writer_equals_whole_document(compact, plural, n):
     assert out == dumps({plural: items, "meta": {"total": n}}, compact)
 
 
+@pytest.mark.parametrize("what", ["collection", "raw log"])
 @pytest_twisted.ensureDeferred
-async def test_client_disconnect_mid_stream_frees_the_db_thread(api):
-    """A client that hangs up during a large streamed response: the server stops."""
-    from urllib.parse import urlparse
-
-    from twisted.internet.protocol import ClientFactory, Protocol
-
-    got = defer.Deferred()
-
-    class Hangup(Protocol):
-        def connectionMade(self):
-            self.transport.write(b"GET /api/v2/builds HTTP/1.1\r\nHost: x\r\n"
-                                 b"Accept: application/json\r\n\r\n")
-
-        def dataReceived(self, data):
-            self.transport.abortConnection()
-            if not got.called:
-                got.callback(None)
-
-    url = urlparse(api.root)
-    factory = ClientFactory.forProtocol(Hangup)
-    reactor.connectTCP(url.hostname, url.port, factory)
-    await got
-    # the pool is free again: a query still runs promptly
-    r = await api.get("builds?limit=1")
-    assert r.code == 200
+async def test_client_disconnect_mid_stream_frees_the_db_thread(server: Server,
+                                                               what: str) -> None:
+    """A client that reads a little of a large streamed answer, then hangs up. The answer
+    really streams (the database has ~30 MB of builds and a ~32 MB log, far more than one
+    batch and than the sockets' buffers), from a pool of one connection: the stream stops
+    before reading the whole answer, and a new request is answered promptly."""
+    client = await connect(server.port, Client(path_of(server, what),
+                                               hang_up_after=A_LITTLE))
+    try:
+        await within(client.closed, "the client hanging up after a little of the answer")
+        assert client.response()[0] == 200
+        await assert_stopped_early(server.watch.only())
+        await server.answers_promptly()
+    finally:
+        client.hang_up()

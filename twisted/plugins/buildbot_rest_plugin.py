@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_scripts -*-
 """The twistd plugin ``buildbot-rest``: ``twistd -n buildbot-rest --demo``.
 
 A drop-in module: kept tiny, since twistd imports every plugin to list them. Its options

@@ -29,7 +29,7 @@ _BUILD_FORMS = [
 class BuildDatasEndpoint(SQLEndpoint):
     patterns = tuple(f"{build}/data" for build in _BUILD_FORMS)
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [bd.c.buildid == ids["buildid"]]
 
 
@@ -38,7 +38,7 @@ class BuildDataEndpoint(SQLEndpoint):
     patterns = tuple(f"{build}/data/i:name" for build in _BUILD_FORMS)
     unchecked = frozenset({"buildid"})
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [bd.c.buildid == ids["buildid"], bd.c.name == ids["name"]]
 
 

@@ -1,9 +1,10 @@
-# -*- test-case-name: tests.www.test_builders -*-
+# -*- test-case-name: tests.data.test_resources -*-
 """Builders, with the masters that serve them and their tags."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,7 +27,7 @@ class BuilderEndpoint(SQLEndpoint):
     )
     unchecked = frozenset({"builderid"})
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         conds = [b.c.id == ids["builderid"]]
         if "masterid" in ids:
             conds.append(sa.exists().where(bm.c.builderid == b.c.id,
@@ -43,7 +44,7 @@ class BuildersEndpoint(SQLEndpoint):
     )
     root_link = "builders"
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         conds: list[Any] = []
         if "masterid" in ids:
             conds.append(sa.exists().where(bm.c.builderid == b.c.id,

@@ -5,6 +5,7 @@ their buildset."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,7 +30,7 @@ class BuildRequestEndpoint(SQLEndpoint):
     patterns = ("/buildrequests/n:buildrequestid",)
     unchecked = frozenset({"buildrequestid"})
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [br.c.id == ids["buildrequestid"]]
 
 
@@ -37,7 +38,7 @@ class BuildRequestsEndpoint(SQLEndpoint):
     patterns = ("/buildrequests", "/builders/n:builderid/buildrequests")
     root_link = "buildrequests"
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [br.c.builderid == ids["builderid"]] if "builderid" in ids else []
 
     def prepare(self, spec: ResultSpec) -> tuple[ResultSpec, list[Any]]:

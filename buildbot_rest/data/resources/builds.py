@@ -1,10 +1,11 @@
-# -*- test-case-name: tests.www.test_builds -*-
+# -*- test-case-name: tests.data.test_resources -*-
 """Builds, with their properties on request (``property=``)."""
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,7 +45,7 @@ class BuildEndpoint(SQLEndpoint):
     )
     unchecked = frozenset({"buildid"})
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [b.c.id == ids["buildid"]]
 
 
@@ -59,7 +60,7 @@ class BuildsEndpoint(SQLEndpoint):
     )
     root_link = "builds"
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         conds: list[Any] = []
         if "builderid" in ids:
             conds.append(b.c.builderid == ids["builderid"])
@@ -81,7 +82,7 @@ class BuildsEndpoint(SQLEndpoint):
 class BuildTriggeredBuildsEndpoint(SQLEndpoint):
     patterns = ("/builds/n:buildid/triggered_builds",)
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         bs, br = s.buildsets, s.buildrequests
         return [b.c.buildrequestid.in_(
             sa.select(br.c.id).join_from(br, bs, bs.c.id == br.c.buildsetid)

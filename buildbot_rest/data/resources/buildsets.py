@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -43,7 +44,7 @@ class BuildsetEndpoint(SQLEndpoint):
     patterns = ("/buildsets/n:bsid",)
     unchecked = frozenset({"bsid"})
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [bs.c.id == ids["bsid"]]
 
 

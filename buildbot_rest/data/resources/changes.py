@@ -124,7 +124,7 @@ class ChangeEndpoint(SQLEndpoint):
     patterns = ("/changes/n:changeid",)
     unchecked = frozenset({"changeid"})
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [ch.c.changeid == ids["changeid"]]
 
 

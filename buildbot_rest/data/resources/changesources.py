@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,7 +26,7 @@ class ChangeSourceEndpoint(SQLEndpoint):
     )
     unchecked = frozenset({"changesourceid"})
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         conds = [cs.c.id == ids["changesourceid"]]
         if "masterid" in ids:
             conds.append(csm.c.masterid == ids["masterid"])
@@ -39,7 +40,7 @@ class ChangeSourcesEndpoint(SQLEndpoint):
     )
     root_link = "changesources"
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [csm.c.masterid == ids["masterid"]] if "masterid" in ids else []
 
 

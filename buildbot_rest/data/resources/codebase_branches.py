@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,14 +21,14 @@ class BranchEndpoint(SQLEndpoint):
     patterns = ("/branches/n:branchid",)
     unchecked = frozenset({"branchid"})
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [br.c.id == ids["branchid"]]
 
 
 class BranchesEndpoint(SQLEndpoint):
     patterns = ("/codebases/n:codebaseid/branches",)
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [br.c.codebaseid == ids["codebaseid"]]
 
 

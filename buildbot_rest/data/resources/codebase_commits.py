@@ -27,7 +27,7 @@ class CommitEndpoint(SQLEndpoint):
     patterns = ("/commits/n:commitid",)
     unchecked = frozenset({"commitid"})
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [cc.c.id == ids["commitid"]]
 
 
@@ -35,14 +35,14 @@ class CommitByRevisionEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
     patterns = ("/codebases/n:codebaseid/commits_by_revision/s:revision",)
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [cc.c.codebaseid == ids["codebaseid"], cc.c.revision == ids["revision"]]
 
 
 class CommitsEndpoint(SQLEndpoint):
     patterns = ("/codebases/n:codebaseid/commits",)
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [cc.c.codebaseid == ids["codebaseid"]]
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,7 +25,7 @@ class CodebaseEndpoint(SQLEndpoint):
     )
     unchecked = frozenset({"codebaseid"})
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         if "codebaseid" in ids:
             return [cb.c.id == ids["codebaseid"]]
         name = ids["codebasename"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,7 +34,7 @@ class LogEndpoint(SQLEndpoint):
     )
     unchecked = frozenset({"logid"})
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [lg.c.id == ids["logid"]]
 
 
@@ -43,7 +44,7 @@ class LogsEndpoint(SQLEndpoint):
         *(f"{step}/logs" for step in _STEP_FORMS),
     )
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [lg.c.stepid == ids["stepid"]]
 
 

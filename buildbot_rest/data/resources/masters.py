@@ -1,8 +1,9 @@
-# -*- test-case-name: tests.www.test_masters -*-
+# -*- test-case-name: tests.data.test_resources -*-
 """Masters: the build masters that share this database."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,7 +26,7 @@ class MasterEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
     patterns = ("/masters/n:masterid", "/builders/n:builderid/masters/n:masterid")
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         conds = [m.c.id == ids["masterid"]]
         if "builderid" in ids:
             conds.append(serves(ids["builderid"]))
@@ -36,7 +37,7 @@ class MastersEndpoint(SQLEndpoint):
     patterns = ("/masters", "/builders/n:builderid/masters")
     root_link = "masters"
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [serves(ids["builderid"])] if "builderid" in ids else []
 
 

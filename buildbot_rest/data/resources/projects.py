@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,7 +30,7 @@ class ProjectEndpoint(SQLEndpoint):
     )
     unchecked = frozenset({"projectid"})
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         if "projectid" in ids:
             return [p.c.id == ids["projectid"]]
         return [p.c.name_hash == name_hash(ids["projectname"])]

@@ -289,6 +289,6 @@ class PropertyListEndpoint(SQLEndpoint):
         return next(var for var in self.sources if var in ids)
 
 
-PropertyList.endpoints = [PropertyListEndpoint]
+PropertyList.endpoints = (PropertyListEndpoint,)
 
 RESOURCE_TYPES = (Properties, PropertyList)

@@ -1,8 +1,9 @@
-# -*- test-case-name: tests.www.test_root -*-
+# -*- test-case-name: tests.data.test_resources -*-
 """The root listing (``/``) and ``/application.spec``."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from buildbot_rest.data import types as t
@@ -16,7 +17,7 @@ from buildbot_rest.data.resultspec import ResultSpec
 class RootEndpoint(Endpoint):
     patterns = ("/",)
 
-    async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
+    async def get(self, ctx: Context, spec: ResultSpec, kwargs: Mapping[str, Any]) -> Any:
         return apply_in_python(self.rtype, spec, ctx.connector.root_links(), sort=bool(spec.order))
 
 
@@ -30,7 +31,7 @@ class RootLink(ResourceType):
 class SpecEndpoint(Endpoint):
     patterns = ("/application.spec",)
 
-    async def get(self, ctx: Context, spec: ResultSpec, kwargs: dict[str, Any]) -> Any:
+    async def get(self, ctx: Context, spec: ResultSpec, kwargs: Mapping[str, Any]) -> Any:
         entries = []
         for elements, endpoint in sorted(ctx.connector.matcher.patterns().items()):
             rtype = endpoint.rtype

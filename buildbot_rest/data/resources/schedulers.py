@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -45,7 +46,7 @@ class SchedulerEndpoint(SQLEndpoint):
     )
     unchecked = frozenset({"schedulerid"})
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         conds = [sch.c.id == ids["schedulerid"]]
         if "masterid" in ids:
             conds.append(sm.c.masterid == ids["masterid"])
@@ -59,7 +60,7 @@ class SchedulersEndpoint(SQLEndpoint):
     )
     root_link = "schedulers"
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [sm.c.masterid == ids["masterid"]] if "masterid" in ids else []
 
 

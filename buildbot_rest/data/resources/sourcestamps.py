@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,7 +33,7 @@ class SourceStampEndpoint(SQLEndpoint):
     patterns = ("/sourcestamps/n:ssid",)
     unchecked = frozenset({"ssid"})
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [ss.c.id == ids["ssid"]]
 
 
@@ -40,7 +41,7 @@ class SourceStampsEndpoint(SQLEndpoint):
     patterns = ("/sourcestamps", "/buildsets/:buildsetid/sourcestamps")
     root_link = "sourcestamps"
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         if "buildsetid" in ids:
             return [ss.c.id.in_(sa.select(bss.c.sourcestampid)
                                 .where(bss.c.buildsetid == ids["buildsetid"]))]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,7 +45,7 @@ class StepEndpoint(SQLEndpoint):
     # the step row is read anyway; a missing one is a 404 from there
     unchecked = frozenset({"stepid"})
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [st.c.id == ids["stepid"]]
 
 
@@ -55,7 +56,7 @@ class StepsEndpoint(SQLEndpoint):
         "/builders/s:buildername/builds/n:build_number/steps",
     )
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [st.c.buildid == ids["buildid"]]
 
 

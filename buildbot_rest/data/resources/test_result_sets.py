@@ -29,7 +29,7 @@ class TestResultSetEndpoint(SQLEndpoint):
     patterns = ("/test_result_sets/n:test_result_setid",)
     unchecked = frozenset({"test_result_setid"})
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [trs.c.id == ids["test_result_setid"]]
 
 
@@ -42,7 +42,7 @@ class TestResultSetsEndpoint(SQLEndpoint):
         "/steps/n:stepid/test_result_sets",
     )
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         # Like upstream, a build's or step's sets are also those of the build's builder.
         if "stepid" in ids:
             buildid = sa.select(s.steps.c.buildid).where(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,7 +21,7 @@ paths = s.test_code_paths
 class TestResultsEndpoint(SQLEndpoint):
     patterns = ("/test_result_sets/n:test_result_setid/results",)
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         setid = ids["test_result_setid"]
         # Results belong to the set's builder, as upstream reads them.
         builderid = sa.select(s.test_result_sets.c.builderid).where(

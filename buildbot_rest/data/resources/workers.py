@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,7 +20,7 @@ conn_w = s.connected_workers
 bm = s.builder_masters
 
 
-def configured(ids: dict[str, Any]) -> list[Any]:
+def configured(ids: Mapping[str, Any]) -> list[Any]:
     """The worker (workers.id) is configured on the path's master and/or builder."""
     conds = [cw.c.workerid == w.c.id, bm.c.id == cw.c.buildermasterid]
     if "masterid" in ids:
@@ -45,7 +46,7 @@ class WorkerEndpoint(SQLEndpoint):
     )
     unchecked = frozenset({"workerid"})
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         conds = [w.c.id == ids["workerid"]] if "workerid" in ids else [w.c.name == ids["name"]]
         return conds + configured(ids)
 
@@ -59,7 +60,7 @@ class WorkersEndpoint(SQLEndpoint):
     )
     root_link = "workers"
 
-    def where(self, ids: dict[str, Any]) -> list[Any]:
+    def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return configured(ids)
 
 

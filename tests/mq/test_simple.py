@@ -1,0 +1,55 @@
+"""The in-process message queue: routing key filters, order, failing consumers, stop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from buildbot_rest.mq import SimpleMQ, matches
+
+
+def test_filters_match_by_element_with_none_as_wildcard() -> None:
+    assert matches(("builds", None, "new"), ("builds", "17", "new"))
+    assert not matches(("builds", None, "new"), ("builds", "17", "finished"))
+    assert not matches(("builds", None), ("builds", "17", "new"))  # length counts
+    assert matches((), ())
+
+
+def test_messages_reach_matching_consumers_in_order() -> None:
+    mq = SimpleMQ()
+    got: list[tuple[str, Any]] = []
+    mq.start_consuming(lambda k, m: got.append(("all", (k, m))), (None, None, None))
+    mq.start_consuming(lambda k, m: got.append(("new", (k, m))), ("builds", None, "new"))
+    mq.produce(("builds", "1", "new"), {"buildid": 1})
+    mq.produce(("builds", "1", "finished"), {"buildid": 1})
+    mq.produce(("steps", "5"), {"stepid": 5})
+    assert sorted(got[:2]) == [("all", (("builds", "1", "new"), {"buildid": 1})),
+                               ("new", (("builds", "1", "new"), {"buildid": 1}))]
+    assert got[2:] == [("all", (("builds", "1", "finished"), {"buildid": 1}))]
+
+
+def test_a_failing_consumer_does_not_stop_the_others() -> None:
+    mq = SimpleMQ()
+    got: list[Any] = []
+
+    def fail(key: Any, message: Any) -> None:
+        raise RuntimeError("consumer bug")
+
+    mq.start_consuming(fail, ("x",))
+    mq.start_consuming(lambda k, m: got.append(m), ("x",))
+    mq.produce(("x",), {"n": 1})
+    assert got == [{"n": 1}]
+
+
+def test_stop_consuming_and_stopping_the_service() -> None:
+    mq = SimpleMQ()
+    got: list[Any] = []
+    consumer = mq.start_consuming(lambda k, m: got.append(m), ("x",))
+    mq.produce(("x",), {"n": 1})
+    consumer.stop_consuming()
+    consumer.stop_consuming()  # twice is harmless
+    mq.produce(("x",), {"n": 2})
+    mq.start_consuming(lambda k, m: got.append(m), ("x",))
+    mq.startService()
+    mq.stopService()
+    mq.produce(("x",), {"n": 3})
+    assert got == [{"n": 1}]
