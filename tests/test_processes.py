@@ -19,8 +19,8 @@ from twisted.internet import defer, reactor, task
 from buildbot_rest import demo
 from buildbot_rest.config import Config, ConfigError
 from buildbot_rest.db import Database
-from buildbot_rest.service import RestService
 from buildbot_rest.processes import CONFIG_ENV
+from buildbot_rest.service import RestService
 
 
 @pytest.fixture(scope="module")

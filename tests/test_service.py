@@ -203,7 +203,7 @@ def test_a_failed_start_stops_what_had_started(tmp_path: Path) -> None:
     try:
         rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}",
                                   port=f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"))
-        with pytest.raises(Exception, match="[Aa]ddress already in use"):
+        with pytest.raises(Exception, match=r"[Aa]ddress already in use"):
             rest.startService()
     finally:
         taken.close()
@@ -217,7 +217,8 @@ WATCHDOG = 20.0
 
 
 @pytest_twisted.ensureDeferred
-async def test_stop_waits_for_a_streamed_answer_in_flight(big_sqlite: BigData) -> None:
+async def test_stop_waits_for_a_streamed_answer_in_flight(
+        big_sqlite: BigData) -> None:  # noqa: F811 - the fixture imported above
     """A stop with a real request in flight: a raw log of ~32 MB streamed to a client
     that does not read for a while, over a real port, from a pool of one connection.
     stopService() stops listening, then waits; once the client reads again, it gets the

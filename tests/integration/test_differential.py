@@ -14,6 +14,12 @@ answer is an error we replace (a 500, a silently ignored parameter), skips the
 comparison. One rule is not a deviation but the test's environment: an upstream
 virtualenv without the lz4/zstandard/brotli libraries cannot read logs so compressed.
 
+A rule accounts only for what its decision determines, and checks the rest: where a
+paged answer (limit, offset) differs, the request is also made without them (its
+"twin", compared in full like any other), and our page must be exactly that window of
+our unpaged answer, our meta.total its length, and upstream's page made of upstream's
+unpaged items as its own paging picks them.
+
 What no rule explains is a mismatch. The summary (identical answers, deviations by rule,
 mismatches by kind) is printed at the end of the run and written, with every mismatch, to
 /tmp/differential-report.txt; the test fails on any mismatch.

@@ -4,9 +4,9 @@ for HTTP tests over a listening port (``api``), and an in-memory one (``stub``).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import pytest_twisted
@@ -22,6 +22,8 @@ from twisted.web.server import Site
 from buildbot_rest import demo
 from buildbot_rest.data.connector import DataConnector
 from buildbot_rest.db import Database
+
+T = TypeVar("T")
 
 #: the demo data every HTTP test reads (deterministic for this seed)
 DEMO_BUILDS = 30
@@ -109,6 +111,22 @@ def serve_database(db: Database) -> Iterator[Api]:
     finally:
         pytest_twisted.blockon(port.stopListening())
         db.stop()
+
+
+def own_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+               name: str, fill: Callable[[Api], T]) -> Iterator[tuple[Api, T]]:
+    """For a fixture parametrized by backend ("sqlite" or "postgresql"): a demo server of
+    its own, changed by ``fill(api)``; yields the server and what ``fill`` returned."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp(name) / 'demo.sqlite'}"
+    else:
+        url = request.getfixturevalue("pg_databases").create()
+    server = _serve(url)
+    api = next(server)
+    try:
+        yield api, fill(api)
+    finally:
+        server.close()
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ import pytest_twisted
 import sqlalchemy as sa
 import zstandard
 
-from tests.www.conftest import Api, Reply, _serve
+from tests.www.conftest import Api, Reply, own_server
 
 #: more rows than the server reads in one batch (2000), so that they are streamed
 ROWS = 2345
@@ -66,16 +66,7 @@ def big(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[tuple[Api, dict[str, Any]]]:
     """A demo server of its own with :data:`ROWS` more masters and source stamps, and a
     text log of :data:`LOG_LINES` lines in several chunks. Yields it and the log's id."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('compression') / 'demo.sqlite'}"
-    else:
-        url = request.getfixturevalue("pg_databases").create()
-    server = _serve(url)
-    api = next(server)
-    try:
-        yield api, _fill(api)
-    finally:
-        server.close()
+    yield from own_server(request, tmp_path_factory, "compression", _fill)
 
 
 def _fill(api: Api) -> dict[str, Any]:

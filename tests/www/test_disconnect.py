@@ -244,8 +244,8 @@ class Watch:
         for run in self.runs:
             stream = run.stream
             if stream is not None and not run.ended.called:
-                stream._cancelled = True  # noqa: SLF001 - see the docstring
-                stream._permits.release()  # noqa: SLF001
+                stream._cancelled = True
+                stream._permits.release()
 
 
 # -- bounded waits --------------------------------------------------------------------------

@@ -43,8 +43,8 @@ def test_writer_equals_whole_document(compact, plural, n):
 
 @pytest.mark.parametrize("what", ["collection", "raw log"])
 @pytest_twisted.ensureDeferred
-async def test_client_disconnect_mid_stream_frees_the_db_thread(server: Server,
-                                                               what: str) -> None:
+async def test_client_disconnect_mid_stream_frees_the_db_thread(
+        server: Server, what: str) -> None:  # noqa: F811 - the fixture imported above
     """A client that reads a little of a large streamed answer, then hangs up. The answer
     really streams (the database has ~30 MB of builds and a ~32 MB log, far more than one
     batch and than the sockets' buffers), from a pool of one connection: the stream stops

@@ -10,7 +10,7 @@ import pytest_twisted
 import sqlalchemy as sa
 
 from buildbot_rest.db import schema as s
-from tests.www.conftest import Api, _serve
+from tests.www.conftest import Api, own_server
 from tests.www.test_paths import assert_not_found
 
 trs, tr = s.test_result_sets, s.test_results
@@ -240,16 +240,7 @@ def linked(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, dict[str, int]]]:
     """A demo server of its own whose builds with test result sets ran the revisions of
     some commits (the shared demo data has none). Yields it and the names it made."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('linked') / 'demo.sqlite'}"
-    else:
-        url = request.getfixturevalue("pg_databases").create()
-    server = _serve(url)
-    api = next(server)
-    try:
-        yield api, _link(api)
-    finally:
-        server.close()
+    yield from own_server(request, tmp_path_factory, "linked", _link)
 
 
 def _link(api: Api) -> dict[str, int]:
