@@ -202,19 +202,28 @@ async def test_force_schedulers_come_from_the_configuration(connector: DataConne
     assert await connector.get("forceschedulers/force") == items[0]
 
 
-@pytest.mark.parametrize(("path", "order"), [("builds", "-buildid"), ("workers", "-name")])
+@pytest.mark.parametrize(("path", "query"), [
+    ("builds", {"order": ["-buildid"]}),
+    ("workers", {"order": ["-name"]}),
+    ("changes", {}),  # newest first by default
+    ("buildrequests", {"claimed": ["true"]}),
+    ("builds/1/property_list", {"order": ["name"]}),
+])
 @pytest_twisted.ensureDeferred
 async def test_a_long_collection_streams_and_equals_the_whole(
         connector: DataConnector, monkeypatch: pytest.MonkeyPatch, path: str,
-        order: str) -> None:
-    whole, total = await connector.get(path, {"order": [order], "limit": ["1000"]})
+        query: dict[str, list[str]]) -> None:
+    whole, total = await connector.get(path, {**query, "limit": ["1000"]})
+    assert total > 4
     monkeypatch.setattr(reads, "STREAM_BATCH", 4)
-    endpoint, kwargs = connector.match((path,))
-    spec = connector.parse_spec(endpoint, {"order": [order]})
+    parts = tuple(path.split("/"))
+    endpoint, kwargs = connector.match(parts)
+    spec = connector.parse_spec(endpoint, query)
+    before = repr(spec)
     answer = await connector.read(connector.context(endpoint, kwargs), endpoint, spec, kwargs)
     assert isinstance(answer, reads.CollectionStream)
-    # "workers" sorts after "meta": counted before the items; "builds" after them
-    assert answer.total == (total if path == "workers" else None)
+    # a plural after "meta" has its total counted before the items
+    assert answer.total == (total if endpoint.rtype.plural > "meta" else None)
     streamed: list[dict[str, Any]] = []
     sizes = []
     try:
@@ -226,5 +235,6 @@ async def test_a_long_collection_streams_and_equals_the_whole(
         await answer.close()
     assert streamed == whole
     assert max(sizes) == 4 and len(sizes) == -(-total // 4)
+    assert repr(spec) == before
     # and the plain read of a program gives the same
-    assert await connector.get(path, {"order": [order]}) == (whole, total)
+    assert await connector.get(path, query) == (whole, total)
