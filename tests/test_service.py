@@ -276,3 +276,46 @@ async def test_stop_waits_for_a_streamed_answer_in_flight(
         watch.cancel_all()
         if stopped is None:
             await rest.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_cuts_an_answer_still_running_after_the_timeout(
+        big_sqlite: BigData) -> None:  # noqa: F811 - the fixture imported above
+    """A client that never reads a streamed log: the stop waits ``shutdown_timeout``, then
+    cuts that connection, says which answer it cut, closes the database and ends."""
+    from twisted.logger import globalLogPublisher
+
+    rest = RestService(Config(db_url=big_sqlite.url, port="tcp:0:interface=127.0.0.1",
+                              pool_size=1), shutdown_timeout=0.5)
+    rest.prepare()
+    assert rest.db is not None
+    watch = Watch(rest.db)
+    watchdog = threading.Timer(WATCHDOG, watch.release_from_thread)
+    watchdog.daemon = True
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    rest.startService()
+    client = Client(big_sqlite.raw_path, stalled=True)
+    try:
+        await defer.succeed(None)
+        port = rest.web.port.getHost().port  # type: ignore[union-attr]
+        await connect(port, client)
+        run = await within(watch.started(), "the log starting to stream")
+        await within(mine(run.paused), "the server pausing its answer")
+        watchdog.start()
+        await within(mine(rest.stopService()), "the stop, once the answer is cut")
+        client.resume()  # it reads what reached it, then sees the connection closed
+        await within(client.closed, "the client's connection closing")
+        status, _, body, complete = client.response()
+        assert status == 200 and not complete and len(body) < big_sqlite.raw_length
+        assert run.closed and not run.exhausted
+        assert not any(child.running for child in rest)
+    finally:
+        watchdog.cancel()
+        globalLogPublisher.removeObserver(events.append)
+        client.hang_up()
+        watch.cancel_all()
+    from twisted.logger import formatEvent
+    lines = [formatEvent(e) for e in events]
+    assert any("1 answers still running after 0.5s were cut: " + big_sqlite.raw_path in line
+               for line in lines), lines

@@ -65,6 +65,11 @@ class CollectionStream:
         """A batch has been written out: the reader may go on."""
         self._stream.consumed()
 
+    @property
+    def cancelled(self) -> bool:
+        """Whether reading was stopped before the end (see :meth:`cancel`)."""
+        return self._stream.cancelled
+
     def cancel(self) -> None:
         """Stop reading (the client has gone)."""
         self._stream.cancel()

@@ -102,6 +102,11 @@ class ThreadStream:
             piece.raiseException()
         return piece
 
+    @property
+    def cancelled(self) -> bool:
+        """Whether the stream was cancelled (so its end is not the generator's end)."""
+        return self._cancelled
+
     def consumed(self) -> None:
         """One piece has been used; let the producer go on unless the stream is paused."""
         if self._paused:

@@ -242,7 +242,8 @@ class RestResource(Resource):
                 count += len(batch)
                 responder.write(writer.items(batch))
                 answer.consumed()
-            if responder.disconnected:
+            if responder.disconnected or answer.cancelled:
+                # (the transport stops its producer before the request hears of the loss)
                 return
             responder.write(writer.closing(None if answer.total is not None else count))
         finally:
@@ -268,7 +269,7 @@ class RestResource(Resource):
             while (piece := await stream.next()) is not None:
                 responder.write(piece)
                 stream.consumed()
-            if responder.disconnected:
+            if responder.disconnected or stream.cancelled:
                 return
         finally:
             _unregister(responder)

@@ -25,8 +25,10 @@ from buildbot_rest.www.rest import UserSource
 
 log = Logger()
 
-#: How long a stop waits for requests in flight before closing the database anyway.
+#: How long a stop waits for requests in flight before it cuts their connections.
 SHUTDOWN_TIMEOUT = 10.0
+#: How long it then waits for the cut connections to be closed.
+ABORT_TIMEOUT = 5.0
 
 
 class WebService(MultiService):
@@ -114,8 +116,12 @@ class WebService(MultiService):
         if pending:
             log.info("waiting for {n} requests in flight", n=pending)
         if not await self._requests.drained(self.shutdown_timeout):
-            log.warn("{n} requests still running after {t:g}s; closing the database",  # noqa: G010
-                     n=len(self._requests), t=self.shutdown_timeout)
+            # Cut them: an answer that streams holds a database thread until its client
+            # reads it or goes away, and the database cannot close under it.
+            cut = self._requests.abort()
+            log.warn("{n} answers still running after {t:g}s were cut: {uris}",  # noqa: G010
+                     n=len(cut), t=self.shutdown_timeout, uris=", ".join(cut))
+            await self._requests.drained(ABORT_TIMEOUT)
 
 
 class AccessLogFile:
@@ -246,6 +252,16 @@ class InFlight:
             for waiter in waiters:
                 if not waiter.called:
                     waiter.callback(True)
+
+    def abort(self) -> list[str]:
+        """Close the connection of every request in flight, at once; their URIs."""
+        cut = []
+        for request in list(self._requests):
+            cut.append(request.uri.decode("ascii", "replace"))
+            transport = getattr(request.channel, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
+        return cut
 
     def drained(self, timeout: float) -> defer.Deferred[bool]:
         """Fires with True once no request is in flight, or False after ``timeout``."""
