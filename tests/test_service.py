@@ -319,3 +319,46 @@ async def test_stop_cuts_an_answer_still_running_after_the_timeout(
     lines = [formatEvent(e) for e in events]
     assert any("1 answers still running after 0.5s were cut: " + big_sqlite.raw_path in line
                for line in lines), lines
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_cancels_a_programs_read_still_streaming(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A program that embeds the server holds a streamed read it does not consume: the
+    stop cancels it (its database thread lets go) instead of waiting for it forever, and
+    the read ends as cut short."""
+    from buildbot_rest.data import reads
+
+    monkeypatch.setattr(reads, "STREAM_BATCH", 2)
+    rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}", port=None,
+                              demo=True))
+    rest.startService()
+    assert rest.connector is not None
+    endpoint, kwargs = rest.connector.match(("builds",))
+    spec = rest.connector.parse_spec(endpoint, {})
+    answer = await rest.connector.read(rest.connector.context(endpoint, kwargs), endpoint,
+                                       spec, kwargs)
+    assert isinstance(answer, reads.CollectionStream)
+    stream = answer.producer
+    fired: list[bool] = []
+
+    def watchdog() -> None:
+        # A last resort if the stop blocks the reactor: let the stream's thread go.
+        fired.append(True)
+        stream._cancelled = True
+        stream._permits.release()
+
+    timer = threading.Timer(WATCHDOG, watchdog)
+    timer.daemon = True
+    timer.start()
+    try:
+        await within(mine(rest.stopService()), "the stop")
+    finally:
+        timer.cancel()
+    assert not fired, "the stop waited for the stream's thread"
+    batches = 0
+    while await within(mine(defer.ensureDeferred(answer.next())), "the held read") is not None:
+        batches += 1
+    assert batches <= 5  # the first batch it held, and what was read ahead: not 100
+    assert answer.cancelled
+    await within(mine(defer.ensureDeferred(answer.close())), "closing the read")

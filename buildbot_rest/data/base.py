@@ -20,7 +20,7 @@ from sqlalchemy.sql.util import find_tables
 from buildbot_rest.data import types as t
 
 if TYPE_CHECKING:
-    from buildbot_rest.data.context import Context
+    from buildbot_rest.data.context import Catalog, Context
     from buildbot_rest.data.resultspec import ResultSpec
 
 
@@ -133,13 +133,17 @@ class ResourceType:
     #: the control actions (JSON-RPC ``method`` names) its endpoints answer; an
     #: endpoint implements action ``x`` as ``action_x`` (see ``Endpoint.control``)
     actions: ClassVar[Sequence[str]] = ()
-    #: the names of its update methods, methods of this class that the connector offers
-    #: as ``connector.updates.<name>``
+    #: the names of its update methods: methods of this class (``async def``, writing
+    #: through ``self.connector.write``) that the connector offers as
+    #: ``connector.updates.<name>``
     updates: ClassVar[Sequence[str]] = ()
     #: the routing keys its events are published under (upstream's, protocol.md 8.1)
     events: ClassVar[Sequence[EventKey]] = ()
 
     def __init__(self) -> None:
+        #: the data connector it is registered with (set by ``DataConnector.register``):
+        #: update methods write through ``self.connector.write``
+        self.connector: Catalog | None = None
         self.field_map: dict[str, Field] = {f.name: f for f in self.fields}
         self.field_types: dict[str, t.FieldType] = {f.name: f.type for f in self.fields}
         #: (label, converter) of the fields whose database value is not already the JSON

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from buildbot_rest.data.base import Kind, ResourceType
 from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import Endpoint
+from buildbot_rest.data.errors import InvalidQuery, ServiceUnavailable
 from buildbot_rest.data.matcher import Matcher
 from buildbot_rest.data.rawdata import RawData
 from buildbot_rest.data.reads import (
@@ -89,6 +90,7 @@ class DataConnector:
             if name in self.updates.names():
                 raise ValueError(f"update method {name!r} is already defined")
         self.rtypes[rtype.name] = rtype
+        rtype.connector = self
         for endpoint_class in rtype.endpoints:
             endpoint = endpoint_class(rtype)
             self.endpoints.append(endpoint)
@@ -142,16 +144,19 @@ class DataConnector:
             result.stream = self.db.pool.stream(result.generate)
         return result
 
-    async def get(self, path: str | Sequence[str], query: Mapping[str, list[str]] | None = None,
+    async def get(self, path: str | Sequence[str],
+                  query: Mapping[str, str | Sequence[str]] | None = None,
                   *, user: Mapping[str, Any] | None = None) -> Any:
         """A read as plain values, for programs that embed the server: a collection as
         ``(items, total)`` (read whole), an entity as a dict, a download as bytes.
 
         ``path`` is relative to ``/api/v2`` (``"builders/1/builds"``), ``query`` the
-        query arguments (``{"limit": ["10"]}``). Raises the data API's errors."""
+        query arguments, each a string or a list of strings (``{"limit": "10",
+        "order": ["-number"]}``). Raises the data API's errors; ServiceUnavailable when
+        the database stops before the answer is complete."""
         parts = tuple(p for p in path.split("/") if p) if isinstance(path, str) else path
         endpoint, kwargs = self.match(parts)
-        spec = self.parse_spec(endpoint, query or {})
+        spec = self.parse_spec(endpoint, _arguments(query or {}))
         ctx = self.context(endpoint, kwargs, user=user)
         answer = await self.read(ctx, endpoint, spec, kwargs)
         if isinstance(answer, Collection):
@@ -164,6 +169,8 @@ class DataConnector:
                     answer.consumed()
             finally:
                 await answer.close()
+            if answer.cancelled:
+                raise ServiceUnavailable("the read was cut short: the database has stopped")
             return items, answer.total if answer.total is not None else len(items)
         if isinstance(answer, Single):
             return answer.entity
@@ -179,13 +186,49 @@ class DataConnector:
         """Run ``fn(conn, *args, **kw)`` in one transaction in a database thread; it
         returns ``(result, events)``. Once the transaction has committed, each event
         ``(routing key, message)`` is published on the message queue, in order, and
-        ``result`` is returned. Nothing is published when the write fails.
+        ``result`` is returned. Nothing is published when the write fails, and a write
+        whose answer is not such a pair (or whose events cannot be listed) is rolled
+        back with a TypeError.
 
         A transient error before the commit runs ``fn`` again; a failed commit is never
         re-run (see :meth:`buildbot_rest.db.pool.DBThreadPool.run_in_transaction_sync`)."""
-        result, events = await self.db.pool.do_in_transaction(fn, *args, **kw)
+        result, events = await self.db.pool.do_in_transaction(_checked_write, fn, args, kw)
         if self.mq is not None:
             for routing_key, message in events:
                 self.mq.produce(routing_key, message)
         return result
 
+
+def _arguments(query: Mapping[str, str | Sequence[str]]) -> dict[str, list[str]]:
+    """Query arguments as the parser takes them (lists of strings, as a URL gives)."""
+    args: dict[str, list[str]] = {}
+    for key, value in query.items():
+        values = [value] if isinstance(value, str) else value
+        if (not isinstance(values, (list, tuple)) or not values
+                or not all(isinstance(v, str) for v in values)):
+            raise InvalidQuery(f"invalid value for {key}: give a string or a list of "
+                               "strings")
+        args[key] = list(values)
+    return args
+
+
+def _checked_write(conn: Any, fn: Callable[..., tuple[T, Iterable[Event]]],
+                   args: tuple[Any, ...], kw: dict[str, Any]) -> tuple[T, list[Event]]:
+    # In the transaction: a malformed answer rolls the write back instead of being
+    # found out after the commit.
+    answer = fn(conn, *args, **kw)
+    if not isinstance(answer, tuple) or len(answer) != 2:
+        raise TypeError(f"a write must return (result, events), not {answer!r:.100}")
+    result, events = answer
+    if events is None or isinstance(events, (str, bytes, Mapping)):
+        raise TypeError(f"a write's events must be (routing key, message) pairs, not "
+                        f"{events!r:.100}")
+    listed = []
+    for event in events:
+        if (not isinstance(event, tuple) or len(event) != 2
+                or not isinstance(event[0], tuple)
+                or not all(isinstance(part, str) for part in event[0])):
+            raise TypeError(f"an event must be (routing key tuple of strings, message), "
+                            f"not {event!r:.100}")
+        listed.append(event)
+    return result, listed

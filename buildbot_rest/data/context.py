@@ -39,6 +39,11 @@ class Catalog(Protocol):
 
     def root_links(self) -> list[dict[str, str]]: ...
 
+    async def write(self, fn: Callable[..., tuple[T, Iterable[Any]]], *args: Any,
+                    **kw: Any) -> T:
+        """Run a write in one transaction, then publish its events (see
+        :meth:`buildbot_rest.data.connector.DataConnector.write`)."""
+
 
 class Described(Protocol):
     """An endpoint, as far as an error message needs it."""

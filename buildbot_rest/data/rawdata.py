@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from buildbot_rest.data.errors import ServiceUnavailable
 from buildbot_rest.db.stream import ThreadStream
 
 
@@ -35,6 +36,8 @@ class RawData:
                 self.stream.consumed()
         finally:
             await self.stream.close()
+        if self.stream.cancelled:
+            raise ServiceUnavailable("the read was cut short: the database has stopped")
         return b"".join(pieces)
 
     def content_disposition(self) -> bytes:

@@ -74,19 +74,41 @@ class DBThreadPool:
         self.size = size
         self.retry_seconds = retry_seconds
         self._reactor: IReactorThreads = reactor
+        self._name = name
         self._pool = ThreadPool(minthreads=1, maxthreads=size, name=name)
         self._started = False
+        #: set once stopped: work handed to a stopped pool would wait forever
+        self._stopped = False
+        #: streams whose thread may still be running, cancelled by :meth:`stop`
+        self._streams: set[ThreadStream] = set()
 
     def start(self) -> None:
+        """Start the threads (again, after a stop)."""
         if not self._started:
+            if self._pool.joined:
+                self._pool = ThreadPool(minthreads=1, maxthreads=self.size, name=self._name)
             self._pool.start()
             self._started = True
+            self._stopped = False
 
     def stop(self) -> None:
+        """Cancel the streams still running, wait for the threads to finish their work,
+        and close every connection. Call it in the reactor thread. Work handed to the
+        pool from now on fails with :class:`DatabaseUnavailable` until :meth:`start`."""
+        for stream in list(self._streams):
+            stream.cancel()  # their threads would otherwise wait for the reactor
+        self._streams.clear()
         if self._started:
             self._pool.stop()
             self._started = False
+        self._stopped = True
         self.engine.dispose()
+
+    def _in_thread(self, fn: Callable[..., T], *args: Any, **kw: Any) -> defer.Deferred[T]:
+        if self._stopped:
+            return defer.fail(DatabaseUnavailable("the database is closed: its service "
+                                                  "has stopped"))
+        return threads.deferToThreadPool(self._reactor, self._pool, fn, *args, **kw)
 
     def _retrying(self, fn: Callable[[], T]) -> T:
         deadline = time.monotonic() + self.retry_seconds
@@ -143,27 +165,31 @@ class DBThreadPool:
 
     def do(self, fn: Callable[..., T], *args: Any, **kw: Any) -> defer.Deferred[T]:
         """Run ``fn(conn, *args, **kw)`` on a pool thread: a read."""
-        return threads.deferToThreadPool(self._reactor, self._pool,
-                                         self.run_sync, fn, *args, **kw)
+        return self._in_thread(self.run_sync, fn, *args, **kw)
 
     def do_in_transaction(self, fn: Callable[..., T], *args: Any,
                           **kw: Any) -> defer.Deferred[T]:
         """Run ``fn(conn, *args, **kw)`` inside one transaction, committed when it returns
         (see :meth:`run_in_transaction_sync` for what is retried)."""
-        return threads.deferToThreadPool(
-            self._reactor, self._pool,
-            self.run_in_transaction_sync, fn, *args, **kw)
+        return self._in_thread(self.run_in_transaction_sync, fn, *args, **kw)
 
     def stream(self, generate: Callable[[sa.Connection], Iterator[Any]],
                window: int = 4) -> ThreadStream:
         """Start ``generate(conn)`` on a pool thread and return the stream of its pieces
         (see :class:`ThreadStream`). The connection is held until the generator ends or
-        the stream is cancelled; a failure to connect ends the stream with that error."""
+        the stream is cancelled; a failure to connect ends the stream with that error.
+        Raises :class:`DatabaseUnavailable` once the pool has stopped."""
         reactor: IReactorFromThreads = self._reactor
+        if self._stopped:
+            raise DatabaseUnavailable("the database is closed: its service has stopped")
         stream = ThreadStream(reactor, window)
-        stream.running = threads.deferToThreadPool(
-            self._reactor, self._pool,
-            self._stream_sync, stream, generate)
+        stream.running = self._in_thread(self._stream_sync, stream, generate)
+        self._streams.add(stream)
+
+        def forget(result: object) -> object:
+            self._streams.discard(stream)
+            return result
+        stream.running.addBoth(forget)
         return stream
 
     def _stream_sync(self, stream: ThreadStream,

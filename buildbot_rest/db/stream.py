@@ -38,6 +38,8 @@ class ThreadStream:
         self._cancelled = False
         self._paused = False
         self._owed = 0
+        #: whether the generator's own end has come (before any cancel)
+        self._ended = False
         #: fires once the producing thread has let go of its connection
         self.running: defer.Deferred[None] = defer.succeed(None)
 
@@ -77,6 +79,8 @@ class ThreadStream:
     def _deliver(self, piece: Any) -> None:
         if self._cancelled:
             return
+        if piece is _DONE:
+            self._ended = True
         if self._waiting is not None:
             d, self._waiting = self._waiting, None
             d.callback(piece)
@@ -104,8 +108,9 @@ class ThreadStream:
 
     @property
     def cancelled(self) -> bool:
-        """Whether the stream was cancelled (so its end is not the generator's end)."""
-        return self._cancelled
+        """Whether the stream was cancelled before the generator's own end came, so that
+        the consumer has not seen all of it."""
+        return self._cancelled and not self._ended
 
     def consumed(self) -> None:
         """One piece has been used; let the producer go on unless the stream is paused."""

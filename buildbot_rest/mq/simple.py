@@ -1,9 +1,12 @@
 # -*- test-case-name: tests.mq.test_simple -*-
 """The in-process message queue: delivery to the consumers of this process, in the
-reactor thread, in order of publication."""
+reactor thread, in order of publication (a message published by a consumer while it is
+being called is delivered after the current one), to consumers in the order they
+subscribed."""
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,7 +25,7 @@ class _SimpleConsumer:
         self.key_filter = key_filter
 
     def stop_consuming(self) -> None:
-        self.mq._consumers.discard(self)
+        self.mq._consumers.pop(self, None)
 
 
 class SimpleMQ(Service):
@@ -34,10 +37,26 @@ class SimpleMQ(Service):
     name = "mq"
 
     def __init__(self) -> None:
-        self._consumers: set[_SimpleConsumer] = set()
+        # a dict as an ordered set: delivery in order of subscription
+        self._consumers: dict[_SimpleConsumer, None] = {}
+        self._queue: collections.deque[tuple[RoutingKey, Mapping[str, Any]]] = (
+            collections.deque())
+        self._delivering = False
 
     def produce(self, routing_key: RoutingKey, message: Mapping[str, Any]) -> None:
-        key = tuple(routing_key)
+        if isinstance(routing_key, str) or not all(isinstance(p, str) for p in routing_key):
+            raise TypeError(f"a routing key is a tuple of strings, not {routing_key!r}")
+        self._queue.append((tuple(routing_key), message))
+        if self._delivering:
+            return  # a consumer publishes: delivered once the current message is
+        self._delivering = True
+        try:
+            while self._queue:
+                self._deliver(*self._queue.popleft())
+        finally:
+            self._delivering = False
+
+    def _deliver(self, key: RoutingKey, message: Mapping[str, Any]) -> None:
         # a copy: a callback may start or stop consuming
         for consumer in list(self._consumers):
             if consumer in self._consumers and matches(consumer.key_filter, key):
@@ -48,7 +67,7 @@ class SimpleMQ(Service):
 
     def start_consuming(self, callback: Callback, key_filter: KeyFilter) -> _SimpleConsumer:
         consumer = _SimpleConsumer(self, callback, tuple(key_filter))
-        self._consumers.add(consumer)
+        self._consumers[consumer] = None
         return consumer
 
     def stopService(self) -> None:

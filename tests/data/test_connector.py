@@ -84,8 +84,15 @@ class _Thing(ResourceType):
     events = (EventKey(("things", "{thingid}")),
               EventKey(("owners", "{ownerid}", "things", "{thingid}")))
 
-    def addThing(self, n: int) -> int:
-        return n + 1
+    async def addThing(self, name: str) -> int:
+        """An update method: a row (a master here), then its events after commit."""
+        def write(conn: sa.Connection) -> tuple[int, list[Any]]:
+            masterid, _ = _new_master(conn, name)
+            entity = {"thingid": masterid, "ownerid": 0}
+            return masterid, [(key, entity) for key in self.routing_keys(entity, "new")]
+
+        assert self.connector is not None
+        return await self.connector.write(write)
 
 
 class _ThingEndpoint(Endpoint):
@@ -122,7 +129,11 @@ async def test_update_methods_and_actions_of_a_registered_type(
         connector: DataConnector) -> None:
     connector.register(_Thing())
     assert connector.updates.names() == ("addThing",)
-    assert connector.updates.addThing(1) == 2
+    seen: list[Any] = []
+    assert connector.mq is not None
+    connector.mq.start_consuming(lambda k, m: seen.append(k), (None, None, None))
+    thingid = await connector.updates.addThing("m9")
+    assert seen == [("things", str(thingid), "new")]
     with pytest.raises(AttributeError):
         connector.updates.removeThing  # noqa: B018
     with pytest.raises(ValueError, match="'thing' is already registered"):
@@ -186,3 +197,73 @@ def test_data_modules_import_one_way() -> None:
     for module in MODULES:
         imported = _data_imports(DATA / "resources" / f"{module}.py")
         assert "buildbot_rest.data.connector" not in imported, module
+
+
+@pytest.mark.parametrize("answer", [
+    "not a pair", (1, None), (1, "events"), (1, [("not", "a", "pair")]),
+    (1, [("masters/1/new", {})]), (1, [(("masters", 1, "new"), {})])])
+@pytest_twisted.ensureDeferred
+async def test_a_malformed_write_is_rolled_back(connector: DataConnector, answer: Any) -> None:
+    def write(conn: sa.Connection) -> Any:
+        _new_master(conn, "m3")
+        return answer
+
+    with pytest.raises(TypeError):
+        await connector.write(write)
+    with connector.db.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(s.masters)).scalar() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_events_that_fail_to_list_publish_nothing(connector: DataConnector) -> None:
+    seen: list[Any] = []
+    assert connector.mq is not None
+    connector.mq.start_consuming(lambda k, m: seen.append(k), ("masters", None, None))
+
+    def events() -> Any:
+        yield (("masters", "1", "started"), {})
+        raise RuntimeError("broken generator")
+
+    def write(conn: sa.Connection) -> Any:
+        _new_master(conn, "m4")
+        return 1, events()
+
+    with pytest.raises(RuntimeError):
+        await connector.write(write)
+    assert seen == []
+    with connector.db.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(s.masters)).scalar() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_reads_and_writes_after_a_stop_fail_at_once_and_work_after_a_restart(
+        connector: DataConnector) -> None:
+    from buildbot_rest.db import DatabaseUnavailable
+
+    connector.db.stop()
+    with pytest.raises(DatabaseUnavailable, match="closed"):
+        await connector.get("masters")
+    with pytest.raises(DatabaseUnavailable, match="closed"):
+        await connector.write(_new_master, "m5")
+    endpoint, kwargs = connector.match(("masters",))
+    spec = connector.parse_spec(endpoint, {})
+    monkey_batch = endpoint.streams(spec)
+    assert monkey_batch  # the streamed path refuses too
+    with pytest.raises(DatabaseUnavailable, match="closed"):
+        await connector.read(connector.context(endpoint, kwargs), endpoint, spec, kwargs)
+    connector.db.start()
+    assert await connector.write(_new_master, "m6") > 0
+    assert (await connector.get("masters"))[1] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_query_arguments_of_a_program(connector: DataConnector) -> None:
+    from buildbot_rest.data.errors import InvalidQuery
+
+    for name in ("a", "b", "c"):
+        await connector.write(_new_master, name)
+    items, total = await connector.get("masters", {"limit": "2", "order": ["-name"]})
+    assert [m["name"] for m in items] == ["c", "b"] and total == 3
+    for bad in ({"limit": []}, {"limit": [None]}, {"limit": 2}):
+        with pytest.raises(InvalidQuery, match="invalid value for limit"):
+            await connector.get("masters", bad)

@@ -110,3 +110,24 @@ async def test_pool_stream_that_cannot_connect_ends_with_the_error(tmp_path):
         await stream.close()
     finally:
         db.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancelled_tells_a_cut_stream_from_one_that_ended():
+    def generator(conn):
+        yield from ([i] for i in range(3))
+
+    whole = ThreadStream(reactor)
+    running = threads.deferToThread(whole.run, None, generator)
+    while await whole.next() is not None:
+        whole.consumed()
+    whole.running = running
+    await whole.close()  # closing after the end is not a cut
+    assert not whole.cancelled
+
+    cut = ThreadStream(reactor, window=1)
+    cut.running = threads.deferToThread(cut.run, None, generator)
+    assert await cut.next() == [0]
+    await cut.close()
+    assert cut.cancelled
+    assert await cut.next() is None

@@ -53,3 +53,28 @@ def test_stop_consuming_and_stopping_the_service() -> None:
     mq.stopService()
     mq.produce(("x",), {"n": 3})
     assert got == [{"n": 1}]
+
+
+def test_a_message_published_by_a_consumer_comes_after_the_current_one() -> None:
+    mq = SimpleMQ()
+    got: list[tuple[str, tuple[str, ...]]] = []
+
+    def first(key: Any, message: Any) -> None:
+        got.append(("first", key))
+        if key == ("x", "new"):
+            mq.produce(("x", "renamed"), {})
+
+    mq.start_consuming(first, ("x", None))
+    mq.start_consuming(lambda k, m: got.append(("second", k)), ("x", None))
+    mq.produce(("x", "new"), {})
+    assert got == [("first", ("x", "new")), ("second", ("x", "new")),
+                   ("first", ("x", "renamed")), ("second", ("x", "renamed"))]
+
+
+def test_a_routing_key_is_a_tuple_of_strings() -> None:
+    import pytest
+
+    mq = SimpleMQ()
+    for bad in ("x/1/new", ("x", 1)):
+        with pytest.raises(TypeError):
+            mq.produce(bad, {})  # type: ignore[arg-type]
