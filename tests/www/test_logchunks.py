@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import gzip
 import hashlib
 from collections.abc import Iterator
 
@@ -175,8 +176,12 @@ async def test_raw_query_and_errors(api):
     r = await api.request("HEAD", f"api/v2/logs/{logid}/raw")
     assert r.code == 200 and r.body == b""
     assert r.header("content-type") == "text/plain; charset=utf-8"
-    r = await api.get(f"logs/{logid}/raw", headers={"Accept-Encoding": "gzip"})
-    assert r.body == full.body  # (treq decodes gzip)
+    identity = await api.request("GET", f"api/v2/logs/{logid}/raw", raw=True)
+    assert identity.header("content-encoding") is None and identity.body == full.body
+    zipped = await api.request("GET", f"api/v2/logs/{logid}/raw", raw=True,
+                               headers={"Accept-Encoding": "gzip"})
+    assert zipped.header("content-encoding") == "gzip"
+    assert gzip.decompress(zipped.body) == identity.body
 
 
 # -- a server of our own: a purged log, and a big log streamed with flat memory -----------
