@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from buildbot_rest.data.base import Kind, ResourceType
 from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import Endpoint
-from buildbot_rest.data.errors import InvalidQuery, ServiceUnavailable
+from buildbot_rest.data.errors import InvalidQuery
 from buildbot_rest.data.matcher import Matcher
 from buildbot_rest.data.rawdata import RawData
 from buildbot_rest.data.reads import (
@@ -21,6 +21,7 @@ from buildbot_rest.data.reads import (
     CollectionStream,
     Single,
     collection_pieces,
+    drain,
     open_collection,
 )
 from buildbot_rest.data.resultspec import ResultSpec, parse
@@ -162,19 +163,13 @@ class DataConnector:
         if isinstance(answer, Collection):
             return answer.items, answer.total
         if isinstance(answer, CollectionStream):
-            items: list[dict[str, Any]] = []
-            try:
-                while (batch := await answer.next()) is not None:
-                    items += batch
-                    answer.consumed()
-            finally:
-                await answer.close()
-            if answer.cancelled:
-                raise ServiceUnavailable("the read was cut short: the database has stopped")
+            items = await answer.read_all()
             return items, answer.total if answer.total is not None else len(items)
         if isinstance(answer, Single):
             return answer.entity
-        return await answer.read_all()
+        if answer.stream is None:
+            return answer.body or b""
+        return b"".join(await drain(answer.stream))
 
     def root_links(self) -> list[dict[str, str]]:
         return [{"name": e.root_link} for e in self.endpoints if e.root_link]

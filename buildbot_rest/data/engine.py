@@ -214,19 +214,17 @@ def apply_in_python(rtype: ResourceType, spec: ResultSpec, items: list[dict[str,
     return _finish(rtype, spec, items[offset:end]), total
 
 
-def _count(conn: sa.Connection, stmt: sa.Select[Any],
-           rtype: ResourceType | None = None) -> int:
+def _count(conn: sa.Connection, stmt: sa.Select[Any], rtype: ResourceType) -> int:
+    """The number of rows of ``stmt``, a statement of ``rtype.select()`` with conditions."""
     narrow = _narrow_count(stmt, rtype)
     count = narrow if narrow is not None else count_statement(stmt)
     return int(conn.execute(count).scalar() or 0)
 
 
-def _narrow_count(stmt: sa.Select[Any], rtype: ResourceType | None) -> sa.Select[Any] | None:
+def _narrow_count(stmt: sa.Select[Any], rtype: ResourceType) -> sa.Select[Any] | None:
     """A COUNT over the resource's ``count_from_clause`` (its from clause without the
     outer joins that never change the number of rows) when no condition needs them, so
     that the count can be index-only."""
-    if rtype is None:
-        return None
     narrow = rtype.count_from_clause()
     if narrow is None:
         return None
@@ -295,7 +293,7 @@ class Batches:
 
     def total(self) -> int:
         """The number of rows the collection has."""
-        return _count(self.conn, self._stmt)
+        return _count(self.conn, self._stmt, self.rtype)
 
     def __iter__(self) -> Iterator[list[dict[str, Any]]]:
         conn, rtype, spec = self.conn, self.rtype, self.spec

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from buildbot_rest.data.errors import ServiceUnavailable
 from buildbot_rest.db.stream import ThreadStream
 
 
@@ -17,28 +16,14 @@ class RawData:
     """A download. Exactly one of ``body`` and ``generate`` is set by an endpoint;
     ``generate(conn)`` yields the bytes in pieces in a database thread. The data
     connector starts it and sets ``stream``, whose pieces the caller takes, calling
-    ``consumed()`` after each and awaiting ``close()`` at the end."""
+    ``consumed()`` after each and awaiting ``close()`` at the end
+    (:func:`buildbot_rest.data.reads.drain` takes them all at once)."""
 
     content_type: bytes
     filename: str | None = None
     body: bytes | None = None
     generate: Callable[[Any], Iterator[bytes]] | None = None
     stream: ThreadStream | None = None
-
-    async def read_all(self) -> bytes:
-        """The whole download at once (for callers that need no streaming)."""
-        if self.stream is None:
-            return self.body or b""
-        pieces: list[bytes] = []
-        try:
-            while (piece := await self.stream.next()) is not None:
-                pieces.append(piece)
-                self.stream.consumed()
-        finally:
-            await self.stream.close()
-        if self.stream.cancelled:
-            raise ServiceUnavailable("the read was cut short: the database has stopped")
-        return b"".join(pieces)
 
     def content_disposition(self) -> bytes:
         """``attachment`` with the file name quoted as RFC 6266 asks (and an RFC 5987

@@ -13,8 +13,12 @@ import sqlalchemy as sa
 from buildbot_rest.data.base import ResourceType
 from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import Endpoint
+from buildbot_rest.data.errors import ServiceUnavailable
 from buildbot_rest.data.resultspec import ResultSpec
 from buildbot_rest.db.stream import ThreadStream
+
+#: why a read that the stop of the database cut short fails
+CUT_SHORT = "the read was cut short: the database has stopped"
 
 #: rows per batch of a streamed collection; an unpaged collection shorter than one batch
 #: is answered whole
@@ -60,6 +64,12 @@ class CollectionStream:
             return first
         batch: list[dict[str, Any]] | None = await self._stream.next()
         return batch
+
+    async def read_all(self) -> list[dict[str, Any]]:
+        """Every item left, at once (the stream is then closed); ServiceUnavailable
+        when the database stopped before the end."""
+        first, self._first = self._first or [], None
+        return first + [item for batch in await drain(self._stream) for item in batch]
 
     def consumed(self) -> None:
         """A batch has been written out: the reader may go on."""
@@ -119,15 +129,29 @@ async def open_collection(stream: ThreadStream, rtype: ResourceType
         if isinstance(piece, _Whole):
             await stream.close()
             return Collection(piece.items, len(piece.items))
-        if total_first(rtype):
+        if total_first(rtype) and piece is not None:
             total: int | None = piece
             first = await stream.next()
         else:
             total, first = None, piece
+        if first is None:  # cancelled (the database stopped) before the first batch
+            raise ServiceUnavailable(CUT_SHORT)
     except BaseException:
         await stream.close()
         raise
-    if first is None:  # cancelled meanwhile
-        await stream.close()
-        return Collection([], 0)
     return CollectionStream(stream, total, first)
+
+
+async def drain(stream: ThreadStream) -> list[Any]:
+    """Every piece a stream has left, for a caller that wants them all at once; the
+    stream is closed. ServiceUnavailable when it was cut short."""
+    pieces: list[Any] = []
+    try:
+        while (piece := await stream.next()) is not None:
+            pieces.append(piece)
+            stream.consumed()
+    finally:
+        await stream.close()
+    if stream.cancelled:
+        raise ServiceUnavailable(CUT_SHORT)
+    return pieces

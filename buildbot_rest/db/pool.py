@@ -22,6 +22,10 @@ T = TypeVar("T")
 log = Logger()
 
 
+#: why work handed to a stopped pool fails
+CLOSED = "the database is closed: its service has stopped"
+
+
 class DatabaseUnavailable(Exception):
     """The database kept failing with transient errors for longer than the retry budget,
     or a write's commit failed so that its outcome is unknown."""
@@ -106,8 +110,7 @@ class DBThreadPool:
 
     def _in_thread(self, fn: Callable[..., T], *args: Any, **kw: Any) -> defer.Deferred[T]:
         if self._stopped:
-            return defer.fail(DatabaseUnavailable("the database is closed: its service "
-                                                  "has stopped"))
+            return defer.fail(DatabaseUnavailable(CLOSED))
         return threads.deferToThreadPool(self._reactor, self._pool, fn, *args, **kw)
 
     def _retrying(self, fn: Callable[[], T]) -> T:
@@ -179,9 +182,9 @@ class DBThreadPool:
         (see :class:`ThreadStream`). The connection is held until the generator ends or
         the stream is cancelled; a failure to connect ends the stream with that error.
         Raises :class:`DatabaseUnavailable` once the pool has stopped."""
-        reactor: IReactorFromThreads = self._reactor
         if self._stopped:
-            raise DatabaseUnavailable("the database is closed: its service has stopped")
+            raise DatabaseUnavailable(CLOSED)
+        reactor: IReactorFromThreads = self._reactor
         stream = ThreadStream(reactor, window)
         stream.running = self._in_thread(self._stream_sync, stream, generate)
         self._streams.add(stream)

@@ -228,28 +228,20 @@ class RestResource(Resource):
     async def _send_stream(self, responder: Responder, plural: str,
                            answer: CollectionStream, compact: bool) -> None:
         """Write a collection batch by batch, byte for byte as the whole document."""
-        if responder.disconnected:
-            await answer.close()
-            return
-        _register(responder, answer.producer)
-        responder.on_disconnect(answer.cancel)
-        try:
-            writer = encoding.CollectionWriter(plural, compact)
+        writer = encoding.CollectionWriter(plural, compact)
+        count = 0
+
+        def start() -> None:
             responder.start(200, encoding.JSON_TYPE)
             responder.write(writer.opening(answer.total))
-            count = 0
-            while (batch := await answer.next()) is not None:
-                count += len(batch)
-                responder.write(writer.items(batch))
-                answer.consumed()
-            if responder.disconnected or answer.cancelled:
-                # (the transport stops its producer before the request hears of the loss)
-                return
-            responder.write(writer.closing(None if answer.total is not None else count))
-        finally:
-            _unregister(responder)
-            await answer.close()
-        responder.finish()
+
+        def items(batch: list[dict[str, Any]]) -> bytes:
+            nonlocal count
+            count += len(batch)
+            return writer.items(batch)
+
+        await _send_pieces(responder, answer.producer, answer, start, items,
+                           lambda: writer.closing(None if answer.total is not None else count))
 
     async def _send_raw(self, responder: Responder, download: bool, raw: RawData) -> None:
         headers: dict[bytes, bytes] = {}
@@ -258,23 +250,50 @@ class RestResource(Resource):
         if raw.stream is None:
             responder.send(200, raw.body or b"", raw.content_type, headers=headers)
             return
-        stream = raw.stream
-        if responder.disconnected:
-            await stream.close()
+        await _send_pieces(responder, raw.stream, raw.stream,
+                           lambda: responder.start(200, raw.content_type, headers=headers),
+                           lambda piece: piece, lambda: b"")
+
+
+class _Pieces(Protocol):
+    """What a streamed answer comes from (a ThreadStream, or a CollectionStream)."""
+
+    @property
+    def cancelled(self) -> bool: ...
+
+    def next(self) -> Any: ...
+
+    def consumed(self) -> None: ...
+
+    def cancel(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+async def _send_pieces(responder: Responder, producer: IPushProducer, source: _Pieces,
+                       start: Callable[[], None], encode: Callable[[Any], bytes],
+                       closing: Callable[[], bytes]) -> None:
+    """Write ``source``'s pieces as they come, under the transport's flow control; a
+    client that goes away cancels the source. The response is finished only when the
+    source came to its own end, and ``source`` is closed in every case."""
+    if responder.disconnected:
+        await source.close()
+        return
+    _register(responder, producer)
+    responder.on_disconnect(source.cancel)
+    try:
+        start()
+        while (piece := await source.next()) is not None:
+            responder.write(encode(piece))
+            source.consumed()
+        if responder.disconnected or source.cancelled:
+            # (the transport stops its producer before the request hears of the loss)
             return
-        _register(responder, stream)
-        responder.on_disconnect(stream.cancel)
-        try:
-            responder.start(200, raw.content_type, headers=headers)
-            while (piece := await stream.next()) is not None:
-                responder.write(piece)
-                stream.consumed()
-            if responder.disconnected or stream.cancelled:
-                return
-        finally:
-            _unregister(responder)
-            await stream.close()
-        responder.finish()
+        responder.write(closing())
+    finally:
+        _unregister(responder)
+        await source.close()
+    responder.finish()
 
 
 def _register(responder: Responder, producer: IPushProducer) -> None:

@@ -267,3 +267,24 @@ async def test_query_arguments_of_a_program(connector: DataConnector) -> None:
     for bad in ({"limit": []}, {"limit": [None]}, {"limit": 2}):
         with pytest.raises(InvalidQuery, match="invalid value for limit"):
             await connector.get("masters", bad)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_streamed_read_cut_by_a_stop_fails_instead_of_looking_complete(
+        connector: DataConnector, monkeypatch: pytest.MonkeyPatch) -> None:
+    from buildbot_rest.data import reads
+    from buildbot_rest.data.errors import ServiceUnavailable
+
+    for i in range(40):
+        await connector.write(_new_master, f"m{i:02}")
+    monkeypatch.setattr(reads, "STREAM_BATCH", 2)
+    endpoint, kwargs = connector.match(("masters",))
+    spec = connector.parse_spec(endpoint, {})
+    answer = await connector.read(connector.context(endpoint, kwargs), endpoint, spec, kwargs)
+    assert isinstance(answer, reads.CollectionStream)
+    connector.db.stop()  # cancels the stream: its thread is waiting for the consumer
+    with pytest.raises(ServiceUnavailable, match="cut short"):
+        await answer.read_all()
+    connector.db.start()
+    items, total = await connector.get("masters")
+    assert total == len(items) == 40  # whole again once the database is back
