@@ -25,6 +25,7 @@ from buildbot_rest.data.reads import (
     open_collection,
 )
 from buildbot_rest.data.resultspec import ResultSpec, parse
+from buildbot_rest.data.types import in_int_range
 from buildbot_rest.data.updates import Updates
 
 if TYPE_CHECKING:
@@ -128,6 +129,9 @@ class DataConnector:
         unpaged collection that the engine can stream and that is longer than one batch
         comes as a :class:`CollectionStream`; a download's bytes come as a started
         stream in :attr:`RawData.stream`. Raises NotFound when there is no answer."""
+        if not ids_in_range(kwargs):
+            # no row can have it, and SQL would refuse it as a parameter
+            raise ctx.not_found()
         if endpoint.kind is Kind.COLLECTION and endpoint.streams(spec):
             stream = self.db.pool.stream(
                 lambda conn: collection_pieces(conn, ctx, endpoint, spec, kwargs))
@@ -192,6 +196,13 @@ class DataConnector:
             for routing_key, message in events:
                 self.mq.produce(routing_key, message)
         return result
+
+
+def ids_in_range(kwargs: Mapping[str, Any]) -> bool:
+    """Whether every number among a path's variables fits the database's integers
+    (a larger id names nothing: 404, never a database error)."""
+    return all(in_int_range(v) for v in kwargs.values()
+               if isinstance(v, int) and not isinstance(v, bool))
 
 
 def _arguments(query: Mapping[str, str | Sequence[str]]) -> dict[str, list[str]]:

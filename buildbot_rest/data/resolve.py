@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -42,6 +42,39 @@ ID_COLUMNS: dict[str, sa.Column[Any]] = {
     "branchid": s.codebase_branches.c.id,
     "test_result_setid": s.test_result_sets.c.id,
 }
+
+
+# -- the ways a path names a build, a step or a log ----------------------------------------
+#
+# Every sub-path of one of these entities exists under each way of naming it, with the
+# same endpoint: an endpoint declares ``nested(BUILD_FORMS, "/changes")`` rather than
+# spelling its forms out, so that none is forgotten (upstream forgot several: its bug
+# #3427). The forms bind exactly the variables that :func:`resolve` turns into ids.
+# Numbers come before names, so that a number is never looked up as a name.
+
+#: the paths of one build
+BUILD_FORMS = (
+    "/builds/n:buildid",
+    "/builders/n:builderid/builds/n:build_number",
+    "/builders/s:buildername/builds/n:build_number",
+)
+
+#: the paths of one step: by id, and by number or name under each form of its build
+STEP_FORMS = (
+    "/steps/n:stepid",
+    *(f"{build}/steps/{step}" for build in BUILD_FORMS
+      for step in ("n:step_number", "i:step_name")),
+)
+
+#: the paths of one log: by id, and by slug under each form of its step
+LOG_FORMS = ("/logs/n:logid", *(f"{step}/logs/i:log_slug" for step in STEP_FORMS))
+
+
+def nested(forms: Sequence[str], *subpaths: str) -> tuple[str, ...]:
+    """The patterns of each of ``subpaths`` (``"/logs"``, or ``""`` for the entity
+    itself) under each of ``forms`` (:data:`BUILD_FORMS`, :data:`STEP_FORMS` or
+    :data:`LOG_FORMS`)."""
+    return tuple(form + subpath for subpath in subpaths for form in forms)
 
 
 def _scalar(conn: sa.Connection, stmt: sa.Select[Any]) -> Any:

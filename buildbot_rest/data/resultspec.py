@@ -8,7 +8,7 @@ import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_to_bytes
 
 from buildbot_rest.data import types as t
 from buildbot_rest.data.errors import InvalidQuery
@@ -34,6 +34,10 @@ class Filter:
             return (value is None) == bool(values[0])
         if value is None:
             return False
+        if isinstance(value, (list, tuple)) and op in ("eq", "in", "ne", "notin"):
+            # a list field: membership, as upstream's web UI filters lists (COMPAT 26)
+            hit = any(v in value for v in values)
+            return hit if op in ("eq", "in") else not hit
         if op in ("eq", "in"):
             return value in values
         if op in ("ne", "notin"):
@@ -91,17 +95,34 @@ class ResultSpec:
 
 
 def parse_query_string(query: bytes | str) -> list[tuple[str, str]]:
-    """Split a raw query string on ``&`` and ``;``, percent- and plus-decode each part,
-    and drop parts without ``=``, in the order given."""
-    if isinstance(query, bytes):
-        query = query.decode("utf-8", "replace")
+    """Split a raw query string on ``&`` and ``;``, percent- and plus-decode each part
+    as UTF-8, and drop parts without ``=``, in the order given.
+
+    A name or value whose bytes are not UTF-8 is :class:`InvalidQuery` naming the
+    parameter: it can match nothing stored, and read as U+FFFD it would silently
+    match the wrong things (``name__ne=%FF``)."""
+    if isinstance(query, str):
+        query = query.encode("utf-8", "surrogatepass")
     pairs: list[tuple[str, str]] = []
-    for part in query.replace(";", "&").split("&"):
-        if "=" not in part:
+    for part in query.replace(b";", b"&").split(b"&"):
+        if b"=" not in part:
             continue
-        key, _, value = part.partition("=")
-        pairs.append((unquote_plus(key), unquote_plus(value)))
+        raw_key, _, raw_value = part.partition(b"=")
+        key = _decoded(raw_key)
+        if key is None:
+            raise InvalidQuery("invalid query parameter name: not UTF-8")
+        value = _decoded(raw_value)
+        if value is None:
+            raise InvalidQuery(f"invalid value for {key}: not UTF-8")
+        pairs.append((key, value))
     return pairs
+
+
+def _decoded(raw: bytes) -> str | None:
+    try:
+        return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def group(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
@@ -137,6 +158,13 @@ def parse(args: Mapping[str, list[str]], fields: Mapping[str, FieldType], *,
                 name = v.removeprefix("-")
                 if name not in fields:
                     raise InvalidQuery(f"no such field {name!r}")
+                if not fields[name].scalar:
+                    # upstream ignores it silently (COMPAT 29)
+                    base = fields[name]
+                    base = base.inner if isinstance(base, t.NoneOk) else base
+                    kind = "a list" if isinstance(base, t.List) else "a JSON object"
+                    raise InvalidQuery(f"invalid order {v}: {name!r} is {kind}, which "
+                                       "has no order")
             spec.order = list(values)
         elif key == "field":
             for v in values:
@@ -190,6 +218,10 @@ def _make_filter(key: str, name: str, op: str, values: list[str], type_: FieldTy
     if op == "contains" and not _textual(type_):
         # a substring of a number or a time has no SQL meaning that Python shares
         raise InvalidQuery(f"invalid filter {key}: 'contains' applies to text and lists only")
+    base = type_.inner if isinstance(type_, t.NoneOk) else type_
+    if op in ("lt", "le", "gt", "ge") and isinstance(base, t.List):
+        # a list has no order against one element
+        raise InvalidQuery(f"invalid filter {key}: {op!r} does not apply to a list")
     try:
         if op == "isnull":
             parsed = [t.Boolean().parse(values[0])]

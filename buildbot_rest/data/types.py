@@ -11,7 +11,25 @@ _INT = re.compile(r"-?[0-9]+\Z")
 #: the range of the widest integer column (BIGINT); values beyond it cannot be stored,
 #: and SQLite (and some PostgreSQL drivers) refuse them as parameters
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
-IDENTIFIER = re.compile(r"[a-zA-Z_-][a-zA-Z0-9._-]*\Z")
+
+
+def in_int_range(value: int) -> bool:
+    """Whether an integer fits the widest integer column (and every driver's parameter)."""
+    return INT_MIN <= value <= INT_MAX
+
+
+def loads_json(text: Any, default: Any = None) -> Any:
+    """The value of a JSON text read from the database, or ``default`` when the text is
+    null or not JSON: stored data that another writer damaged reads as missing instead
+    of failing the whole answer (COMPAT: tolerant reads)."""
+    if text is None:
+        return default
+    if not isinstance(text, (str, bytes)):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
 
 _TRUE = frozenset({"on", "true", "yes", "1"})
 _FALSE = frozenset({"off", "false", "no", "0"})
@@ -48,7 +66,7 @@ class Integer(FieldType):
         if not _INT.match(text):
             raise ValueError(text)
         value = int(text)
-        if not INT_MIN <= value <= INT_MAX:
+        if not in_int_range(value):
             raise ValueError(text)
         return value
 
@@ -62,14 +80,19 @@ class DateTime(Integer):
     name = "datetime"
 
 
+def parse_text(text: str) -> str:
+    """A URL text as a filter or path value: any text but NUL, which PostgreSQL's text
+    cannot hold and rejects even as a parameter."""
+    if "\x00" in text:
+        raise ValueError(text)
+    return text
+
+
 class String(FieldType):
     name = "string"
 
     def parse(self, text: str) -> str:
-        # PostgreSQL text cannot hold NUL, and rejects it even as a parameter.
-        if "\x00" in text:
-            raise ValueError(text)
-        return text
+        return parse_text(text)
 
 
 class Binary(FieldType):
@@ -98,15 +121,17 @@ class Boolean(FieldType):
 
 
 class Identifier(FieldType):
+    """A name. Upstream declares a pattern (``[a-zA-Z_-][a-zA-Z0-9._-]*``, at most
+    ``length`` characters) but never enforces it on what is stored, so step names such
+    as ``set props`` exist; filters take any stored name (COMPAT: identifiers)."""
+
     name = "identifier"
 
     def __init__(self, length: int = 50) -> None:
         self.length = length
 
     def parse(self, text: str) -> str:
-        if not IDENTIFIER.match(text) or len(text) > self.length:
-            raise ValueError(text)
-        return text
+        return parse_text(text)
 
 
 class NoneOk(FieldType):
@@ -158,9 +183,7 @@ class JsonObject(FieldType):
     scalar = False
 
     def from_db(self, value: Any) -> Any:
-        if value is None:
-            return {}
-        return json.loads(value) if isinstance(value, str) else value
+        return loads_json(value, {})
 
 
 class SourcedProperties(FieldType):

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import codecs
+import functools
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +77,34 @@ def make_engine(url: str, *, pool_size: int = 4) -> sa.Engine:
         raise DatabaseError(f"cannot use database URL {url!r}: {e}") from None
     if backend == "sqlite":
         _configure_sqlite(engine)
+    elif engine.dialect.driver == "psycopg2":
+        _configure_psycopg2(engine)
     return engine
+
+
+#: How stored text that is not UTF-8 reads: each bad byte as U+FFFD, never an error
+#: (a database written by other programs, or by an older Buildbot, can hold such bytes;
+#: one bad value must not fail every answer that loads it).
+TOLERANT_TEXT = functools.partial(str, encoding="utf-8", errors="replace")
+
+#: a Python codec: UTF-8 whose decoding replaces bad bytes (for psycopg2, which takes a
+#: codec by name)
+_TOLERANT_CODEC = "buildbot_rest_utf8_replace"
+
+
+def _find_codec(name: str) -> codecs.CodecInfo | None:
+    if name != _TOLERANT_CODEC:
+        return None
+    utf8 = codecs.lookup("utf-8")
+
+    def decode(data: Any, errors: str = "strict", /) -> tuple[str, int]:
+        return utf8.decode(data, "replace")
+
+    return codecs.CodecInfo(utf8.encode, decode, name=_TOLERANT_CODEC)
+
+
+codecs.register(_find_codec)
+_encodings_lock = threading.Lock()
 
 
 def _default_postgresql_driver() -> str:
@@ -97,6 +127,7 @@ def _configure_sqlite(engine: sa.Engine) -> None:
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let Python's sqlite3 leave transactions to SQLAlchemy, so BEGIN is explicit.
         dbapi_conn.isolation_level = None
+        dbapi_conn.text_factory = TOLERANT_TEXT
         cursor = dbapi_conn.cursor()
         if not memory:
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -107,6 +138,29 @@ def _configure_sqlite(engine: sa.Engine) -> None:
     @sa.event.listens_for(engine, "begin")
     def on_begin(conn: sa.Connection) -> None:
         conn.exec_driver_sql("BEGIN")
+
+
+def _configure_psycopg2(engine: sa.Engine) -> None:
+    # A UTF8 (or any other real encoding) database holds only valid text. A SQL_ASCII
+    # database holds any bytes, which psycopg2 would decode as strict ASCII: read them
+    # as UTF-8 with bad bytes replaced instead. psycopg2 picks its codec by name from
+    # its ``encodings`` table when the client encoding changes, so the table points at
+    # the tolerant codec just while this connection sets it.
+    @sa.event.listens_for(engine, "connect")
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        if dbapi_conn.encoding != "SQLASCII":
+            return
+        from psycopg2 import extensions
+
+        with _encodings_lock:
+            saved = extensions.encodings["SQLASCII"]
+            extensions.encodings["SQLASCII"] = _TOLERANT_CODEC
+            try:
+                # psycopg2 does nothing when the encoding does not change
+                dbapi_conn.set_client_encoding("UTF8")
+                dbapi_conn.set_client_encoding("SQL_ASCII")
+            finally:
+                extensions.encodings["SQLASCII"] = saved
 
 
 def inspect_schema(conn: sa.Connection) -> SchemaStatus:

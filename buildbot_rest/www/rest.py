@@ -8,7 +8,7 @@ decides (:meth:`buildbot_rest.data.connector.DataConnector.read`)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
@@ -26,6 +26,7 @@ from buildbot_rest.data.rawdata import RawData
 from buildbot_rest.data.reads import Collection, CollectionStream
 from buildbot_rest.data.resultspec import ResultSpec, group, parse_query_string
 from buildbot_rest.www import encoding
+from buildbot_rest.www.headers import DOWNLOAD_POLICY
 
 log = Logger()
 
@@ -122,6 +123,27 @@ def error_body(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
 
 
+#: what a path shown in an error keeps as sent: RFC 3986's ``pchar`` and ``/``, and ``%``
+#: so that the client's escapes stay as they were; raw bytes and controls are escaped.
+_SHOWN_SAFE = "/%!$&'()*+,;=:@"
+
+
+def sent_path(request: IRequest) -> str:
+    """The request's path (without the query) as the client sent it, printable."""
+    path: bytes = request.path
+    return quote(path, safe=_SHOWN_SAFE)
+
+
+def decode_path(request: IRequest, segments: Sequence[bytes]) -> tuple[str, ...]:
+    """Percent-decoded path segments as text. A segment that is not UTF-8 (the encoding
+    of URIs, RFC 3986 2.5 and RFC 3987 3.1) is a 400 naming the path as sent: any other
+    reading would make one URL name two resources."""
+    try:
+        return tuple(segment.decode("utf-8") for segment in segments)
+    except UnicodeDecodeError:
+        raise BadRequest(f"path is not UTF-8: {sent_path(request)}") from None
+
+
 class UserSource(Protocol):
     """Who makes a request (the auth layer)."""
 
@@ -172,7 +194,8 @@ class RestResource(Resource):
             responder.send(e.status, error_body(e.message))
 
     def path_of(self, request: Request) -> tuple[str, ...]:
-        return tuple(p.decode("utf-8", "replace") for p in request.postpath or ())
+        """The path below ``/api/v2`` as text segments; 400 when it is not UTF-8."""
+        return decode_path(request, request.postpath or ())
 
     async def _read(self, request: Request, responder: Responder, compact: bool) -> None:
         path = self.path_of(request)
@@ -207,21 +230,16 @@ class RestResource(Resource):
 
     def _page_links(self, path: tuple[str, ...], args: dict[str, list[str]],
                     spec: ResultSpec, total: int) -> dict[str, str]:
-        offset = spec.offset or 0
-        links: dict[str, str] = {}
-        base = self.connector.base_url + "api/v2/" + "/".join(quote(p, safe="") for p in path)
+        base = self.connector.base_url + "api/v2"
+        if path:
+            base += "/" + "/".join(quote(p, safe="") for p in path)
+        kept = [(k, v) for k, vs in args.items() if k != "offset" for v in vs]
 
-        def url(new_offset: int) -> str:
-            params = [(k, v) for k, vs in args.items() if k != "offset" for v in vs]
-            params.append(("offset", str(new_offset)))
-            return base + "?" + urlencode(params)
+        def url(offset: int) -> str:
+            return base + "?" + urlencode([*kept, ("offset", str(offset))])
 
-        if spec.limit is not None and offset + spec.limit < total:
-            links["next"] = url(offset + spec.limit)
-        if offset > 0:
-            step = spec.limit if spec.limit else offset
-            links["prev"] = url(max(0, min(offset, total) - step))
-        return links
+        return {rel: url(offset)
+                for rel, offset in page_offsets(spec.limit, spec.offset or 0, total).items()}
 
     # -- streamed answers -------------------------------------------------------------
 
@@ -244,7 +262,7 @@ class RestResource(Resource):
                            lambda: writer.closing(None if answer.total is not None else count))
 
     async def _send_raw(self, responder: Responder, download: bool, raw: RawData) -> None:
-        headers: dict[bytes, bytes] = {}
+        headers = {b"content-security-policy": DOWNLOAD_POLICY}
         if download and raw.filename:
             headers[b"content-disposition"] = raw.content_disposition()
         if raw.stream is None:
@@ -253,6 +271,27 @@ class RestResource(Resource):
         await _send_pieces(responder, raw.stream, raw.stream,
                            lambda: responder.start(200, raw.content_type, headers=headers),
                            lambda piece: piece, lambda: b"")
+
+
+def page_offsets(limit: int | None, offset: int, total: int) -> dict[str, int]:
+    """The offsets of the pages next to the page ``[offset, offset + limit)`` of a
+    collection of ``total`` items, by link relation (RFC 8288; the relations of the
+    IANA registry). Neither is ever ``offset`` itself, so that a client following them
+    always moves, and following ``next`` from 0 visits every item once and stops:
+
+    - ``next`` (``offset + limit``) when this page ends before ``total``;
+    - ``prev`` when ``offset > 0``: the ``limit`` items before this page (or before the
+      end, for an offset past it), or the start when there is no limit.
+
+    A page of ``limit=0`` asks for the total alone: it has no neighbours."""
+    if limit == 0:
+        return {}
+    links = {}
+    if limit is not None and offset + limit < total:
+        links["next"] = offset + limit
+    if offset > 0:
+        links["prev"] = max(0, min(offset, total) - limit) if limit is not None else 0
+    return links
 
 
 class _Pieces(Protocol):

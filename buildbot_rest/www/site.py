@@ -21,6 +21,7 @@ from buildbot_rest.config import Config, derive_base_url
 from buildbot_rest.data.connector import DataConnector
 from buildbot_rest.processes import ServerProcesses, process_config
 from buildbot_rest.www.app import WebApp
+from buildbot_rest.www.headers import set_common_headers
 from buildbot_rest.www.rest import UserSource
 
 log = Logger()
@@ -161,6 +162,17 @@ class AccessLogFile:
             self._fd = None
 
 
+class ApiRequest(Request):
+    """A request of the standalone site. Its answer carries the headers of every answer
+    (:func:`~buildbot_rest.www.headers.set_common_headers`) even when Twisted writes it
+    without asking a resource (``OPTIONS *``, RFC 9110 9.3.7)."""
+
+    def write(self, data: bytes) -> None:
+        if not self.startedWriting:
+            set_common_headers(self)
+        super().write(data)
+
+
 class ApiSite(Site):
     """The standalone server's site. Its access log goes to the server's log ("-", as
     Twisted's default), nowhere ("off"), or to a file written in blocks and flushed every
@@ -168,7 +180,7 @@ class ApiSite(Site):
 
     def __init__(self, resource: IResource, access_log: str, access_file: Any,
                  reactor: Any) -> None:
-        super().__init__(resource)
+        super().__init__(resource, requestFactory=ApiRequest)
         self.noisy = False
         self._access_log = access_log
         self._access_file = access_file

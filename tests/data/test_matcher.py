@@ -51,9 +51,25 @@ def test_untyped_ids_are_numbers(m):
 def test_identifiers(m):
     assert m.match(("workers", "-1")) == ("/workers/i:name", {"name": "-1"})
     assert m.match(("workers", "_a.b-c9"))[1] == {"name": "_a.b-c9"}
-    for bad in ("1a", ".a", "a b", "a/b", "é"):
+    # COMPAT 27: any stored name (a segment holds "/" only percent-encoded)
+    for name in ("1a", ".a", "a b", "a/b", "é", "set props", "1\n", "x" * 500):
+        assert m.match(("workers", name)) == ("/workers/i:name", {"name": name})
+    for bad in ("", "a\x00"):
         with pytest.raises(InvalidPath):
             m.match(("workers", bad))
+
+
+def test_numbers_before_names_whatever_the_registration_order():
+    m = Matcher()
+    for p in ("/steps/i:step_name", "/steps/n:step_number", "/a/i:x/b", "/a/n:y/i:z",
+              "/c/i:x", "/c/literal"):
+        m.add(p, p)
+    assert m.match(("steps", "3")) == ("/steps/n:step_number", {"step_number": 3})
+    assert m.match(("steps", "3a")) == ("/steps/i:step_name", {"step_name": "3a"})
+    assert m.match(("a", "4", "b")) == ("/a/n:y/i:z", {"y": 4, "z": "b"})
+    assert m.match(("a", "q", "b")) == ("/a/i:x/b", {"x": "q"})
+    assert m.match(("c", "literal")) == ("/c/literal", {})
+    assert m.match(("c", "other")) == ("/c/i:x", {"x": "other"})
 
 
 def test_invalid_path_messages(m):

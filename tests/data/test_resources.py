@@ -10,14 +10,12 @@ import pytest
 import pytest_twisted
 import sqlalchemy as sa
 
-from buildbot_rest import demo
-from buildbot_rest.config import Config
 from buildbot_rest.data import reads
 from buildbot_rest.data.connector import MODULES, DataConnector
 from buildbot_rest.data.errors import InvalidPath, NotFound
 from buildbot_rest.data.resultspec import ResultSpec
-from buildbot_rest.db import Database
 from buildbot_rest.db import schema as s
+from tests.data.conftest import demo_connector, shared_url
 
 #: (collection path, id field, primary key column) of every resource type kept in a table
 TABLES = (
@@ -44,18 +42,9 @@ TABLES = (
 def connector(request: pytest.FixtureRequest,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataConnector]:
     """A connector over demo data, shared by the module's tests (which only read)."""
-    if request.param == "sqlite":
-        db_url = f"sqlite:///{tmp_path_factory.mktemp('resources') / 'demo.sqlite'}"
-    else:
-        db_url = request.getfixturevalue("pg_databases").create()
-    db = Database(db_url, pool_size=2)
-    db.prepare_sync()
-    demo.populate(db.engine, builds=20, seed=3)
-    db.start()
-    config = Config(db_url=db_url, port=None, forceschedulers=[
-        {"name": "force", "builder_names": ["builder-0"]}])
-    yield DataConnector(db, config=config, base_url="http://example.org/")
-    db.stop()
+    yield from demo_connector(shared_url(request, tmp_path_factory, "resources"), seed=3,
+                              forceschedulers=[{"name": "force",
+                                                "builder_names": ["builder-0"]}])
 
 
 def rows(connector: DataConnector, stmt: Any) -> list[Any]:

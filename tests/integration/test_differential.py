@@ -619,6 +619,164 @@ def _typed_parent_ids(case: Case) -> bool:
     return False
 
 
+#: the ways to name a build, a step and a log (resources.md section 2; COMPAT.md #28)
+NESTED_BUILD_FORMS = ("builds/n:buildid", "builders/n:builderid/builds/n:build_number",
+                      "builders/s:buildername/builds/n:build_number")
+NESTED_STEP_FORMS = ("steps/n:stepid", *(f"{build}/steps/{step}" for build in NESTED_BUILD_FORMS
+                                         for step in ("i:step_name", "n:step_number")))
+NESTED_LOG_FORMS = ("logs/n:logid", *(f"{step}/logs/i:log_slug" for step in NESTED_STEP_FORMS))
+
+
+def _nested_family(path: str) -> str | None:
+    """A path pattern written with its build's, step's or log's own id (None when it
+    is under none of them)."""
+    for forms in (NESTED_LOG_FORMS, NESTED_STEP_FORMS, NESTED_BUILD_FORMS):
+        for form in forms:
+            if path == form or path.startswith(form + "/"):
+                return forms[0] + path[len(form):]
+    return None
+
+
+@rule("nested-forms", "COMPAT.md #28",
+      "every sub-path of a build, a step or a log exists under each way of naming it "
+      "(upstream lacks some: its bug #3427), so application.spec lists more paths; checked: "
+      "each added path is another form of a path upstream lists, with the same type")
+def _nested_forms(case: Case) -> bool:
+    mine, theirs = collection(case.me), collection(case.up)
+    if case.segments != ("application.spec",) or mine is None or theirs is None:
+        return False
+    described = {}
+    for spec in theirs[1]:
+        if isinstance(spec, dict) and _nested_family(spec["path"]) is not None:
+            described[_nested_family(spec["path"])] = canon(
+                {k: v for k, v in spec.items() if k != "path"})
+    upstream_paths = {spec["path"] for spec in theirs[1] if isinstance(spec, dict)}
+    kept = []
+    for spec in mine[1]:
+        path = spec.get("path") if isinstance(spec, dict) else None
+        family = None if path is None or path in upstream_paths else _nested_family(path)
+        if family is None or described.get(family) != canon(
+                {k: v for k, v in spec.items() if k != "path"}):
+            kept.append(spec)
+    if len(kept) == len(mine[1]):
+        return False
+    case.me.doc[mine[0]] = kept
+    case.me.doc["meta"]["total"] = len(kept)
+    return True
+
+
+@rule("empty-log-range", "COMPAT.md #30",
+      "an empty line range of an existing log (limit=0, an offset at or past its end) is "
+      "one chunk with no content, where upstream answers 404; checked: the chunk is that "
+      "log's, empty, from the offset asked")
+def _empty_log_range(case: Case) -> bool:
+    if (case.up.status != 404 or case.me.status != 200 or case.query.logid is None
+            or case.segments[-1:] != ("contents",)):
+        return False
+    offsets = case.param_values("offset")
+    found = collection(case.me)
+    if found is None or not all(v.isdigit() for v in offsets):
+        return False
+    first = int(offsets[0]) if offsets else 0
+    if found[1] != [{"logid": case.query.logid, "firstline": first, "content": ""}]:
+        return False
+    case.skipped = True
+    return True
+
+
+#: upstream's declared identifier pattern, which it enforces on requests only
+UPSTREAM_IDENTIFIER = re.compile(r"[a-zA-Z_-][a-zA-Z0-9._-]*\Z")
+
+
+def _unordered(spec: dict[str, Any]) -> bool:
+    """Whether a field of application.spec is a list or a JSON object (an embedded
+    entity included)."""
+    type_spec = spec.get("type_spec") or {}
+    return (spec.get("type") in ("list", "jsonobject", "sourcedproperties")
+            or type_spec.get("type") == "list" or "fields" in type_spec)
+
+
+@rule("no-order-on-lists-and-objects", "COMPAT.md #29",
+      "order on a list or JSON object field is a 400 naming it; upstream ignores it or "
+      "compares lists as Python does; checked: the 400 names that order and field")
+def _no_order_on_lists_and_objects(case: Case) -> bool:
+    error = error_of(case.me)
+    if case.me.status != 400 or error is None:
+        return False
+    for order in case.order:
+        name = order.removeprefix("-")
+        spec = case.fields.get(name)
+        if (spec is not None and _unordered(spec)
+                and error.startswith(f"invalid order {order}: {name!r} is ")):
+            case.skipped = True
+            return True
+    return False
+
+
+def _list_filters(case: Case) -> dict[tuple[str, str], list[str]] | None:
+    """The eq/ne/in/notin filters of the query on list fields, by (field, operator);
+    None when the query filters otherwise too."""
+    found: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for key, value in case.params:
+        if key in ("field", "order", "limit", "offset", "property"):
+            continue
+        name, _, op = key.partition("__")
+        spec = case.fields.get(name)
+        if spec is None or spec.get("type") != "list" or (op or "eq") not in (
+                "eq", "ne", "in", "notin"):
+            return None
+        found[(name, op or "eq")].append(value)
+    return dict(found)
+
+
+@rule("list-membership", "COMPAT.md #26",
+      "eq/in on a list field match when the list holds one of the values, ne/notin when "
+      "it holds none; upstream compares the whole list with one value; checked: every "
+      "item we answer satisfies that, and upstream's answer is the one of whole-list "
+      "comparison (nothing for eq/in)")
+def _list_membership(case: Case) -> bool:
+    mine, theirs = collection(case.me), collection(case.up)
+    filters = _list_filters(case) if mine is not None and theirs is not None else None
+    if not filters or mine is None or theirs is None:
+        return False
+    for (name, op), values in filters.items():
+        if op in ("eq", "in") and theirs[1]:
+            return False
+        for item in mine[1]:
+            held = {str(v) for v in item.get(name) or ()}
+            if bool(held & set(values)) != (op in ("eq", "in")):
+                return False
+    case.skipped = True
+    return True
+
+
+def _names_beyond_upstream(case: Case) -> list[str]:
+    return [seg for seg in case.segments
+            if seg and not seg.isdigit() and not UPSTREAM_IDENTIFIER.match(seg)]
+
+
+@rule("any-stored-name", "COMPAT.md #27",
+      "identifier path segments take any stored name (a space, a leading digit); "
+      "upstream's pattern refuses them as an invalid path; checked: a name that is not "
+      "stored is not found, and one that is stored is answered with that name")
+def _any_stored_name(case: Case) -> bool:
+    beyond = _names_beyond_upstream(case)
+    theirs, mine = error_of(case.up), error_of(case.me)
+    if not beyond or case.up.status != 404 or theirs is None:
+        return False
+    if not theirs.startswith("Invalid path") and case.me.status != 200:
+        return False
+    if case.me.status == 404 and mine is not None and mine.startswith("not found"):
+        case.skipped = True
+        return True
+    found = collection(case.me)
+    if (case.me.status == 200 and found is not None and len(found[1]) == 1
+            and found[1][0].get("name") in beyond):
+        case.skipped = True
+        return True
+    return False
+
+
 @rule("singular-aliases", "COMPAT.md (Also: singular collection names)",
       "the singular names (/builder, /master/1, ...) are aliases of the plural paths; "
       "upstream does not know them")

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+
+import pytest
 import pytest_twisted
 import sqlalchemy as sa
 
 from buildbot_rest.db import schema as s
+from tests.www.conftest import Api, own_server
 from tests.www.test_paths import assert_not_found
 
 ss, p, bs, bss = s.sourcestamps, s.patches, s.buildsets, s.buildset_sourcestamps
@@ -30,8 +35,10 @@ def expected_sourcestamps(api) -> dict[int, dict]:
 
 
 def expected_buildsets(api) -> list[dict]:
+    """Every buildset as upstream shapes it, its source stamps by ssid (COMPAT.md #31)."""
     stamps = expected_sourcestamps(api)
-    links = api.rows(sa.select(bss.c.buildsetid, bss.c.sourcestampid).order_by(bss.c.id))
+    links = api.rows(sa.select(bss.c.buildsetid, bss.c.sourcestampid)
+                     .order_by(bss.c.sourcestampid))
     out = []
     for r in api.rows(sa.select(bs).order_by(bs.c.id)):
         out.append({
@@ -55,6 +62,9 @@ async def test_buildsets_collection(api):
     assert any(b["results"] == -1 and not b["complete"] for b in want)
     assert any(len(b["sourcestamps"]) > 1 for b in want)
     assert any(st["patch"] for b in want for st in b["sourcestamps"])
+    # some buildsets recorded their stamps in descending ssid order
+    recorded = api.rows(sa.select(bss.c.buildsetid, bss.c.sourcestampid).order_by(bss.c.id))
+    assert any(a[0] == b[0] and a[1] > b[1] for a, b in itertools.pairwise(recorded))
 
 
 @pytest_twisted.ensureDeferred
@@ -146,3 +156,55 @@ async def test_buildset_sourcestamps(api):
     assert_not_found(await api.get("buildsets/99999/sourcestamps"), {"buildsetid": 99999})
     r = await api.get("buildsets/abc/sourcestamps")  # ids are numbers (COMPAT #23)
     assert (r.code, r.json) == (404, {"error": "Invalid path: buildsets/abc/sourcestamps"})
+
+
+# -- source stamps recorded out of order --------------------------------------------------
+
+@pytest.fixture(scope="module",
+                params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def reversed_stamps(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+                    ) -> Iterator[tuple[Api, int]]:
+    """A demo server with one more buildset, newest of all, whose three source stamps
+    were recorded in descending ssid order (upstream lists them by ssid)."""
+    yield from own_server(request, tmp_path_factory, "reversed-stamps", _add_reversed)
+
+
+def _add_reversed(api: Api) -> int:
+    ssids = [r[0] for r in api.rows(sa.select(ss.c.id).order_by(ss.c.id.desc()).limit(3))]
+    bsid = api.rows(sa.select(sa.func.max(bs.c.id) + 1))[0][0]
+    link = api.rows(sa.select(sa.func.max(bss.c.id) + 1))[0][0]
+    with api.db.engine.begin() as conn:
+        conn.execute(bs.insert().values(id=bsid, reason="three stamps", submitted_at=1800000000,
+                                        complete=0, results=-1))
+        for i, ssid in enumerate(ssids):
+            conn.execute(bss.insert().values(id=link + i, buildsetid=bsid, sourcestampid=ssid))
+    return bsid
+
+
+@pytest_twisted.ensureDeferred
+async def test_embedded_sourcestamps_by_ssid(reversed_stamps):
+    api, bsid = reversed_stamps
+    stamps = expected_sourcestamps(api)
+    recorded = [r[0] for r in api.rows(sa.select(bss.c.sourcestampid)
+                                       .where(bss.c.buildsetid == bsid).order_by(bss.c.id))]
+    assert len(recorded) == 3 and recorded == sorted(recorded, reverse=True)
+    ascending = [stamps[i] for i in sorted(recorded)]
+    want = {b["bsid"]: b for b in expected_buildsets(api)}
+    assert want[bsid]["sourcestamps"] == ascending
+    r = await api.get("buildsets?limit=20&order=-bsid")
+    assert r.code == 200
+    assert r.json["buildsets"][0] == want[bsid]
+    assert r.json["buildsets"] == [want[k] for k in sorted(want, reverse=True)[:20]]
+    for path in (f"buildsets/{bsid}", f"buildset/{bsid}"):
+        r = await api.get(path)
+        assert (r.code, r.json) == (200, {"buildsets": [want[bsid]], "meta": {}})
+    r = await api.get(f"buildsets?bsid={bsid}&field=bsid&field=sourcestamps")
+    assert r.json["buildsets"] == [{"bsid": bsid, "sourcestamps": ascending}]
+    r = await api.get(f"buildsets/{bsid}/sourcestamps")
+    assert r.json == {"sourcestamps": ascending, "meta": {"total": 3}}
+    # the one source stamp a change embeds is its own
+    ch = s.changes
+    changeid, ssid = api.rows(sa.select(ch.c.changeid, ch.c.sourcestampid)
+                              .order_by(ch.c.changeid.desc()).limit(1))[0]
+    r = await api.get(f"changes/{changeid}")
+    assert r.json["changes"][0]["sourcestamp"] == stamps[ssid]

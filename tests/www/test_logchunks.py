@@ -6,6 +6,7 @@ import gc
 import gzip
 import hashlib
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import pytest
 import pytest_twisted
@@ -18,6 +19,7 @@ from buildbot_rest import demo
 from buildbot_rest.db import Database, logchunks
 from buildbot_rest.db import schema as s
 from tests.www.conftest import Api, serve_database
+from tests.www.test_paths import MISSING
 
 
 def log_lines(api, logid):
@@ -45,18 +47,20 @@ def find_log(api, *, type_="s", codec=None, min_chunks=1):
 
 
 def log_paths(api, logid):
-    """The six ways to name a log (``/contents`` and ``/raw`` take them all)."""
-    lg, st, b = s.logs, s.steps, s.builds
-    slug, stepid, buildid, step_number, step_name, number, builderid = api.rows(
+    """The eight ways to name a log (``/contents`` and ``/raw`` take them all; upstream
+    lacks the two by builder name, COMPAT.md #28)."""
+    lg, st, b, bl = s.logs, s.steps, s.builds, s.builders
+    slug, stepid, buildid, step_number, step_name, number, builderid, builder = api.rows(
         sa.select(lg.c.slug, st.c.id, b.c.id, st.c.number, st.c.name, b.c.number,
-                  b.c.builderid)
+                  b.c.builderid, bl.c.name)
         .join_from(lg, st, st.c.id == lg.c.stepid).join(b, b.c.id == st.c.buildid)
+        .join(bl, bl.c.id == b.c.builderid)
         .where(lg.c.id == logid))[0]
+    builds = [f"builds/{buildid}", f"builders/{builderid}/builds/{number}",
+              f"builders/{quote(builder)}/builds/{number}"]
     return [f"logs/{logid}", f"steps/{stepid}/logs/{slug}",
-            f"builds/{buildid}/steps/{step_name}/logs/{slug}",
-            f"builds/{buildid}/steps/{step_number}/logs/{slug}",
-            f"builders/{builderid}/builds/{number}/steps/{step_name}/logs/{slug}",
-            f"builders/{builderid}/builds/{number}/steps/{step_number}/logs/{slug}"]
+            *(f"{build}/steps/{step}/logs/{slug}" for build in builds
+              for step in (quote(step_name), step_number))]
 
 
 @pytest_twisted.ensureDeferred
@@ -90,13 +94,53 @@ async def test_contents_ranges_across_chunks(api):
 
 
 @pytest_twisted.ensureDeferred
+async def test_contents_empty_ranges(api):
+    # an empty range of an existing log is one empty chunk (upstream: 404, COMPAT.md #30)
+    logid = find_log(api, min_chunks=2)
+    n = len(log_lines(api, logid))
+    lg = s.logs
+    assert api.rows(sa.select(lg.c.num_lines).where(lg.c.id == logid))[0][0] == n
+    for offset, query in ((0, "limit=0"), (n, f"offset={n}"), (n + 10, f"offset={n + 10}"),
+                          (3, "offset=3&limit=0"), (n, f"offset={n}&limit=0"),
+                          (n, f"offset={n}&limit=5"), (n - 1, f"offset={n - 1}&limit=0")):
+        for path in log_paths(api, logid):
+            r = await api.get(f"{path}/contents?{query}")
+            assert (r.code, r.json) == (200, {"logchunks": [
+                {"logid": logid, "firstline": offset, "content": ""}], "meta": {}}), query
+    r = await api.get(f"logs/{logid}/contents?limit=0&field=firstline")
+    assert r.json["logchunks"] == [{"firstline": 0}]
+    # a log that does not exist stays missing, whatever the range
+    for path in (f"logs/{MISSING}/contents?limit=0", f"logs/{MISSING}/contents?offset=5",
+                 f"{log_paths(api, logid)[1].rpartition('/')[0]}/no-such-log/contents?limit=0",
+                 f"builds/{MISSING}/steps/0/logs/stdio/contents?limit=0"):
+        r = await api.get(path)
+        assert r.code == 404 and r.json["error"].startswith("not found"), path
+
+
+@pytest_twisted.ensureDeferred
+async def test_contents_huge_ranges(api):
+    # offset + limit beyond 64 bits: the lines that exist, never an SQL error
+    logid = find_log(api, min_chunks=2)
+    lines = log_lines(api, logid)
+    big = 2**63 - 807  # offset + limit exceeds the widest integer column
+    for path in log_paths(api, logid):
+        for offset, query in ((big, f"offset={big}&limit={big}"),
+                              (0, f"offset=0&limit={2**63 - 1}"),
+                              (2, f"offset=2&limit={big}"),
+                              (2**63 - 1, f"offset={2**63 - 1}&limit={2**63 - 1}"),
+                              (big, f"offset={big}")):
+            r = await api.get(f"{path}/contents?{query}")
+            assert (r.code, r.json) == (200, {"logchunks": [
+                {"logid": logid, "firstline": offset,
+                 "content": text(lines[offset:])}], "meta": {}}), (path, query)
+    for query in (f"offset={2**63}", f"limit={2**64}", f"offset=1&limit={2**70}"):
+        r = await api.get(f"logs/{logid}/contents?{query}")
+        assert r.code == 400 and "error" in r.json, query
+
+
+@pytest_twisted.ensureDeferred
 async def test_contents_bad_ranges(api):
     logid = find_log(api)
-    n = len(log_lines(api, logid))
-    for query in ("limit=0", f"offset={n}", f"offset={n + 10}", "offset=3&limit=0"):
-        r = await api.get(f"logs/{logid}/contents?{query}")
-        assert r.code == 404, query
-        assert "not found" in r.json["error"]
     for query in ("offset=-1", "limit=-2", "offset=x", "content=a", "logid=1", "foo=1"):
         r = await api.get(f"logs/{logid}/contents?{query}")
         assert r.code == 400, query
@@ -110,11 +154,14 @@ async def test_contents_every_form_and_missing(api):
         r = await api.get(f"{path}/contents")
         assert r.json["logchunks"][0]["content"] == expected, path
         assert r.json["logchunks"][0]["logid"] == logid
-    builder = api.rows(sa.select(s.builders.c.name).limit(1))[0][0]
+    step = log_paths(api, logid)[-1].rpartition("/logs/")[0]
+    builder = step.split("/")[1]
     for path in ("logchunks", "logs/99999/contents", "steps/99999/logs/stdio/contents",
                  "builds/1/steps/999/logs/stdio/contents", "logs/1/rawx",
-                 f"builders/{builder}/builds/1/steps/0/logs/stdio/contents",
-                 f"builders/{builder}/builds/1/steps/0/logs/stdio/raw"):
+                 f"{step}/logs/no-such-log/contents", f"{step}/logs/no-such-log/raw",
+                 f"builders/{builder}/builds/{MISSING}/steps/0/logs/stdio/contents",
+                 f"builders/{builder}/builds/{MISSING}/steps/0/logs/stdio/raw_inline",
+                 "builders/no-such-builder/builds/1/steps/0/logs/stdio/raw"):
         r = await api.get(path)
         assert r.code == 404, path
         assert "error" in r.json
@@ -192,8 +239,8 @@ BIG = 48 * 2**20
 
 @pytest.fixture(scope="module")
 def own_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    """A server over a database with a big stdio log (slug ``big-stdio``, logid
-    ``BIG_LOGID``) and a purged log, on SQLite."""
+    """A server over a database with a big stdio log (slug ``big-stdio``), two purged
+    logs (1 and 2) and a log with no lines yet (slug ``empty``), on SQLite."""
     path = tmp_path_factory.mktemp("logchunks") / "big.sqlite"
     db = Database(f"sqlite:///{path}", pool_size=4)
     db.prepare_sync()
@@ -203,6 +250,10 @@ def own_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         # log 1 purged as upstream purges (its chunks deleted); log 2 caught half-way
         conn.execute(lg.update().where(lg.c.id.in_([1, 2])).values(type="d"))
         conn.execute(lc.delete().where(lc.c.logid == 1))
+        conn.execute(lg.insert().values(
+            id=sa.select(sa.func.max(lg.c.id) + 1).scalar_subquery(), name="empty",
+            slug="empty", stepid=sa.select(sa.func.min(s.steps.c.id)).scalar_subquery(),
+            complete=0, num_lines=0, type="s"))
     yield from serve_database(db)
 
 
@@ -214,6 +265,21 @@ async def test_purged_logs_are_empty(own_api):
         r = await own_api.get(f"logs/{logid}/raw")
         assert (r.code, r.body) == (200, b"")
         assert r.header("content-type") == "text/plain; charset=utf-8"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_log_without_lines(own_api):
+    lg = s.logs
+    logid = own_api.rows(sa.select(lg.c.id).where(lg.c.slug == "empty"))[0][0]
+    for query, first in (("", 0), ("?offset=3", 3), ("?limit=0", 0), ("?offset=2&limit=4", 2)):
+        for path in log_paths(own_api, logid):
+            r = await own_api.get(f"{path}/contents{query}")
+            assert (r.code, r.json) == (200, {"logchunks": [
+                {"logid": logid, "firstline": first, "content": ""}], "meta": {}}), path
+    builder, number, worker, _, _ = header_of(own_api, logid)
+    r = await own_api.get(f"logs/{logid}/raw")
+    assert (r.code, r.body) == (200, f"Builder: {builder}\nBuild number: {number}\n"
+                                     f"Worker name: {worker}\n".encode())
 
 
 def _rss() -> int:

@@ -47,6 +47,8 @@ COVERED: dict[str, str] = {
         "tests/www/test_build_data.py::test_single_and_value",
     "builders/n:builderid/builds/n:build_number/properties":
         "tests/www/test_properties.py::test_build_properties",
+    "builders/n:builderid/builds/n:build_number/property_list":
+        "tests/www/test_nested_paths.py::test_properties_and_property_list_of_every_form",
     "builders/n:builderid/builds/n:build_number/steps":
         "tests/www/test_steps_logs.py::test_steps_of_a_build_every_form",
     "builders/n:builderid/builds/n:build_number/steps/i:step_name":
@@ -61,6 +63,8 @@ COVERED: dict[str, str] = {
         "tests/www/test_logchunks.py::test_raw_stdio",
     "builders/n:builderid/builds/n:build_number/steps/i:step_name/logs/i:log_slug/raw_inline":
         "tests/www/test_logchunks.py::test_raw_stdio",
+    "builders/n:builderid/builds/n:build_number/steps/i:step_name/test_result_sets":
+        "tests/www/test_nested_paths.py::test_test_result_sets_of_every_form",
     "builders/n:builderid/builds/n:build_number/steps/n:step_number":
         "tests/www/test_steps_logs.py::test_step_single_every_form",
     "builders/n:builderid/builds/n:build_number/steps/n:step_number/logs":
@@ -73,6 +77,12 @@ COVERED: dict[str, str] = {
         "tests/www/test_logchunks.py::test_raw_stdio",
     "builders/n:builderid/builds/n:build_number/steps/n:step_number/logs/i:log_slug/raw_inline":
         "tests/www/test_logchunks.py::test_raw_stdio",
+    "builders/n:builderid/builds/n:build_number/steps/n:step_number/test_result_sets":
+        "tests/www/test_nested_paths.py::test_test_result_sets_of_every_form",
+    "builders/n:builderid/builds/n:build_number/test_result_sets":
+        "tests/www/test_nested_paths.py::test_test_result_sets_of_every_form",
+    "builders/n:builderid/builds/n:build_number/triggered_builds":
+        "tests/www/test_nested_paths.py::test_triggered_builds_of_every_form",
     "builders/n:builderid/forceschedulers": "tests/www/test_forceschedulers.py::test_of_a_builder",
     "builders/n:builderid/masters": "tests/www/test_paths.py::test_masters_of_builder",
     "builders/n:builderid/masters/n:masterid": "tests/www/test_paths.py::test_master_of_builder",
@@ -88,12 +98,18 @@ COVERED: dict[str, str] = {
     "builders/s:buildername/builds": "tests/www/test_paths.py::test_builds_of_builder_by_name",
     "builders/s:buildername/builds/n:build_number":
         "tests/www/test_paths.py::test_build_by_builder_name_and_number",
+    "builders/s:buildername/builds/n:build_number/changes":
+        "tests/www/test_nested_paths.py::test_changes_of_every_form",
     "builders/s:buildername/builds/n:build_number/data":
         "tests/www/test_build_data.py::test_listing_every_form",
     "builders/s:buildername/builds/n:build_number/data/i:name":
         "tests/www/test_build_data.py::test_single_and_value",
     "builders/s:buildername/builds/n:build_number/data/i:name/value":
         "tests/www/test_build_data.py::test_single_and_value",
+    "builders/s:buildername/builds/n:build_number/properties":
+        "tests/www/test_nested_paths.py::test_properties_and_property_list_of_every_form",
+    "builders/s:buildername/builds/n:build_number/property_list":
+        "tests/www/test_nested_paths.py::test_properties_and_property_list_of_every_form",
     "builders/s:buildername/builds/n:build_number/steps":
         "tests/www/test_steps_logs.py::test_steps_of_a_build_every_form",
     "builders/s:buildername/builds/n:build_number/steps/i:step_name":
@@ -102,12 +118,32 @@ COVERED: dict[str, str] = {
         "tests/www/test_steps_logs.py::test_logs_every_form",
     "builders/s:buildername/builds/n:build_number/steps/i:step_name/logs/i:log_slug":
         "tests/www/test_steps_logs.py::test_logs_every_form",
+    "builders/s:buildername/builds/n:build_number/steps/i:step_name/logs/i:log_slug/contents":
+        "tests/www/test_logchunks.py::test_contents_every_form_and_missing",
+    "builders/s:buildername/builds/n:build_number/steps/i:step_name/logs/i:log_slug/raw":
+        "tests/www/test_logchunks.py::test_raw_stdio",
+    "builders/s:buildername/builds/n:build_number/steps/i:step_name/logs/i:log_slug/raw_inline":
+        "tests/www/test_logchunks.py::test_raw_stdio",
+    "builders/s:buildername/builds/n:build_number/steps/i:step_name/test_result_sets":
+        "tests/www/test_nested_paths.py::test_test_result_sets_of_every_form",
     "builders/s:buildername/builds/n:build_number/steps/n:step_number":
         "tests/www/test_steps_logs.py::test_step_single_every_form",
     "builders/s:buildername/builds/n:build_number/steps/n:step_number/logs":
         "tests/www/test_steps_logs.py::test_logs_every_form",
     "builders/s:buildername/builds/n:build_number/steps/n:step_number/logs/i:log_slug":
         "tests/www/test_steps_logs.py::test_logs_every_form",
+    "builders/s:buildername/builds/n:build_number/steps/n:step_number/logs/i:log_slug/contents":
+        "tests/www/test_logchunks.py::test_contents_every_form_and_missing",
+    "builders/s:buildername/builds/n:build_number/steps/n:step_number/logs/i:log_slug/raw":
+        "tests/www/test_logchunks.py::test_raw_stdio",
+    "builders/s:buildername/builds/n:build_number/steps/n:step_number/logs/i:log_slug/raw_inline":
+        "tests/www/test_logchunks.py::test_raw_stdio",
+    "builders/s:buildername/builds/n:build_number/steps/n:step_number/test_result_sets":
+        "tests/www/test_nested_paths.py::test_test_result_sets_of_every_form",
+    "builders/s:buildername/builds/n:build_number/test_result_sets":
+        "tests/www/test_nested_paths.py::test_test_result_sets_of_every_form",
+    "builders/s:buildername/builds/n:build_number/triggered_builds":
+        "tests/www/test_nested_paths.py::test_triggered_builds_of_every_form",
     "builders/s:buildername/test_result_sets":
         "tests/www/test_test_results.py::test_sets_of_builder_build_and_step",
     "buildrequests": "tests/www/test_buildrequests.py::test_claimed_false_means_waiting",
@@ -134,6 +170,8 @@ COVERED: dict[str, str] = {
         "tests/www/test_logchunks.py::test_raw_stdio",
     "builds/n:buildid/steps/i:step_name/logs/i:log_slug/raw_inline":
         "tests/www/test_logchunks.py::test_raw_stdio",
+    "builds/n:buildid/steps/i:step_name/test_result_sets":
+        "tests/www/test_nested_paths.py::test_test_result_sets_of_every_form",
     "builds/n:buildid/steps/n:step_number":
         "tests/www/test_steps_logs.py::test_step_single_every_form",
     "builds/n:buildid/steps/n:step_number/logs":
@@ -146,6 +184,8 @@ COVERED: dict[str, str] = {
         "tests/www/test_logchunks.py::test_raw_stdio",
     "builds/n:buildid/steps/n:step_number/logs/i:log_slug/raw_inline":
         "tests/www/test_logchunks.py::test_raw_stdio",
+    "builds/n:buildid/steps/n:step_number/test_result_sets":
+        "tests/www/test_nested_paths.py::test_test_result_sets_of_every_form",
     "builds/n:buildid/test_result_sets":
         "tests/www/test_test_results.py::test_sets_of_builder_build_and_step",
     "builds/n:buildid/triggered_builds": "tests/www/test_paths.py::test_triggered_builds",

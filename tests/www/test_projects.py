@@ -138,7 +138,7 @@ async def test_project_single(api):
 
 
 @pytest.mark.parametrize("path", [
-    "projects/99", "projects/NoSuchProject", "projects/widgets", "projects/Gizmo%20Server",
+    "projects/99", "projects/NoSuchProject", "projects/widgets", "projects/Gizmo%20Servers",
     "projects/1x",
 ])
 @pytest_twisted.ensureDeferred
@@ -172,7 +172,7 @@ async def test_projects_order_page(api):
 
 
 @pytest.mark.parametrize("query", [
-    "active=maybe", "name=Gizmo+Server", "projectid=x", "order=nosuch", "nosuch=1",
+    "active=maybe", "name=Gizmo%00Server", "projectid=x", "order=nosuch", "nosuch=1",
     "field=name&active=true",
 ])
 @pytest_twisted.ensureDeferred
@@ -217,7 +217,7 @@ async def test_codebase_missing(api, path):
     assert "error" in r.json
 
 
-@pytest.mark.parametrize("query", ["name=not+an+identifier", "projectid=x",
+@pytest.mark.parametrize("query", ["name=not%00an+identifier", "projectid=x",
                                    "slug__gt=a&slug__gt=b"])
 @pytest_twisted.ensureDeferred
 async def test_codebases_bad_query(api, query):

@@ -189,9 +189,10 @@ async def test_workers_order_limit_offset_fields(api):
     r = await api.get("workers?field=name&field=paused&paused=true")
     assert r.json["workers"] == [{"name": w["name"], "paused": True}
                                  for w in expected if w["paused"]]
-    # ordering on a list field runs in Python and still answers
+    # a list has no order (COMPAT 29)
     r = await api.get("workers?order=connected_to")
-    assert r.code == 200 and r.json["meta"]["total"] == len(expected)
+    assert (r.code, r.json) == (400, {"error": "invalid order connected_to: 'connected_to' "
+                                      "is a list, which has no order"})
 
 
 @pytest_twisted.ensureDeferred

@@ -14,20 +14,14 @@ from buildbot_rest.data.base import Field, Kind, ResourceType
 from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import Endpoint, SQLEndpoint
 from buildbot_rest.data.rawdata import RawData
+from buildbot_rest.data.resolve import BUILD_FORMS, nested
 from buildbot_rest.data.resultspec import ResultSpec
 from buildbot_rest.db import schema as s
 
 bd = s.build_data
 
-_BUILD_FORMS = [
-    "/builders/n:builderid/builds/n:build_number",
-    "/builders/s:buildername/builds/n:build_number",
-    "/builds/n:buildid",
-]
-
-
 class BuildDatasEndpoint(SQLEndpoint):
-    patterns = tuple(f"{build}/data" for build in _BUILD_FORMS)
+    patterns = nested(BUILD_FORMS, "/data")
 
     def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [bd.c.buildid == ids["buildid"]]
@@ -35,7 +29,7 @@ class BuildDatasEndpoint(SQLEndpoint):
 
 class BuildDataEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
-    patterns = tuple(f"{build}/data/i:name" for build in _BUILD_FORMS)
+    patterns = nested(BUILD_FORMS, "/data/i:name")
     unchecked = frozenset({"buildid"})
 
     def where(self, ids: Mapping[str, Any]) -> list[Any]:
@@ -50,7 +44,7 @@ def _read_value(conn: sa.Connection, buildid: int, name: str) -> bytes | None:
 
 class BuildDataValueEndpoint(Endpoint):
     kind = Kind.RAW
-    patterns = tuple(f"{build}/data/i:name/value" for build in _BUILD_FORMS)
+    patterns = nested(BUILD_FORMS, "/data/i:name/value")
     unchecked = frozenset({"buildid"})
 
     def get_in(self, conn: sa.Connection, ctx: Context, spec: ResultSpec,

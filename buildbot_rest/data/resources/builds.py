@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
@@ -13,6 +12,7 @@ import sqlalchemy as sa
 from buildbot_rest.data import types as t
 from buildbot_rest.data.base import Field, Kind, ResourceType, chunked
 from buildbot_rest.data.endpoint import SQLEndpoint
+from buildbot_rest.data.resolve import BUILD_FORMS, nested
 from buildbot_rest.data.resultspec import ResultSpec
 from buildbot_rest.db import schema as s
 
@@ -32,17 +32,13 @@ def load_properties(conn: sa.Connection, buildids: list[int],
         if wanted is not None:
             stmt = stmt.where(bp.c.name.in_(wanted))
         for buildid, name, value, source in conn.execute(stmt):
-            out[buildid][name] = [json.loads(value), source]
+            out[buildid][name] = [t.loads_json(value), source]
     return out
 
 
 class BuildEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
-    patterns = (
-        "/builds/n:buildid",
-        "/builders/n:builderid/builds/n:build_number",
-        "/builders/s:buildername/builds/n:build_number",
-    )
+    patterns = BUILD_FORMS
     unchecked = frozenset({"buildid"})
 
     def where(self, ids: Mapping[str, Any]) -> list[Any]:
@@ -80,7 +76,7 @@ class BuildsEndpoint(SQLEndpoint):
 
 
 class BuildTriggeredBuildsEndpoint(SQLEndpoint):
-    patterns = ("/builds/n:buildid/triggered_builds",)
+    patterns = nested(BUILD_FORMS, "/triggered_builds")
 
     def where(self, ids: Mapping[str, Any]) -> list[Any]:
         bs, br = s.buildsets, s.buildrequests

@@ -22,12 +22,14 @@ bss = s.buildset_sourcestamps
 
 def load_sourcestamps(conn: sa.Connection, ctx: Any,
                       bsids: list[int]) -> dict[int, list[dict[str, Any]]]:
-    """``{bsid: [sourcestamp, ...]}`` in the order the buildset's stamps were recorded."""
+    """``{bsid: [sourcestamp, ...]}``, each buildset's stamps by ``ssid`` ascending, as
+    upstream lists them (whatever the order they were recorded in)."""
     links: dict[int, list[int]] = defaultdict(list)
     for chunk in chunked(bsids):
         for bsid, ssid in conn.execute(
                 sa.select(bss.c.buildsetid, bss.c.sourcestampid)
-                .where(bss.c.buildsetid.in_(chunk)).order_by(bss.c.id)):
+                .where(bss.c.buildsetid.in_(chunk))
+                .order_by(bss.c.buildsetid, bss.c.sourcestampid)):
             links[bsid].append(ssid)
     ssids = sorted({ssid for ids in links.values() for ssid in ids})
     rtype = ctx.connector.rtypes["sourcestamp"]

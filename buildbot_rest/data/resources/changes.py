@@ -14,6 +14,7 @@ from buildbot_rest.data import types as t
 from buildbot_rest.data.base import Field, Kind, ResourceType, chunked
 from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import SQLEndpoint
+from buildbot_rest.data.resolve import BUILD_FORMS, nested
 from buildbot_rest.data.resources import sourcestamps
 from buildbot_rest.data.resources.properties import load_change_properties
 from buildbot_rest.db import schema as s
@@ -131,8 +132,7 @@ class ChangeEndpoint(SQLEndpoint):
 class ChangesEndpoint(SQLEndpoint):
     patterns = (
         "/changes",
-        "/builders/n:builderid/builds/n:build_number/changes",
-        "/builds/n:buildid/changes",
+        *nested(BUILD_FORMS, "/changes"),
         "/sourcestamps/n:ssid/changes",
     )
     root_link = "changes"

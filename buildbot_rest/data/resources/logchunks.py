@@ -16,19 +16,10 @@ from buildbot_rest.data.base import Field, Kind, ResourceType
 from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import Endpoint
 from buildbot_rest.data.rawdata import RawData
+from buildbot_rest.data.resolve import LOG_FORMS, nested
 from buildbot_rest.data.resultspec import ResultSpec
 from buildbot_rest.db import logchunks as chunks
 from buildbot_rest.db import schema as s
-
-#: the ways to name one log, without the trailing ``/contents`` or ``/raw``
-LOG_FORMS = [
-    "/logs/n:logid",
-    "/steps/n:stepid/logs/i:log_slug",
-    "/builds/n:buildid/steps/i:step_name/logs/i:log_slug",
-    "/builds/n:buildid/steps/n:step_number/logs/i:log_slug",
-    "/builders/n:builderid/builds/n:build_number/steps/i:step_name/logs/i:log_slug",
-    "/builders/n:builderid/builds/n:build_number/steps/n:step_number/logs/i:log_slug",
-]
 
 PURGED = "d"
 
@@ -98,27 +89,31 @@ def _log_info(conn: sa.Connection, ctx: Context, kwargs: Mapping[str, Any]) -> L
 
 
 def _contents(conn: sa.Connection, ctx: Context, spec: ResultSpec,
-              kwargs: Mapping[str, Any]) -> dict[str, Any] | None:
+              kwargs: Mapping[str, Any]) -> dict[str, Any]:
     info = _log_info(conn, ctx, kwargs)
     first = spec.offset or 0
     last = first + spec.limit - 1 if spec.limit is not None else max(0, info.num_lines - 1)
-    if first < 0 or last < first:
-        return None
-    text = "" if info.type == PURGED else chunks.read_lines(conn, info.logid, first, last)
+    # An empty range (``limit=0``, or an offset at or past the end) is an empty chunk of
+    # an existing log, not a missing one (upstream answers 404). A range that reaches
+    # beyond the widest integer holds no more lines than one that ends there, and SQL
+    # would refuse the number.
+    last = min(last, t.INT_MAX)
+    empty = last < first or info.type == PURGED
+    text = "" if empty else chunks.read_lines(conn, info.logid, first, last)
     return {"logid": info.logid, "firstline": first, "content": text}
 
 
 class LogChunkEndpoint(Endpoint):
-    """Lines ``offset .. offset+limit-1`` of a log (to its end without ``limit``)."""
+    """Lines ``offset .. offset+limit-1`` of a log (to its end without ``limit``); an
+    empty range is one chunk with no content."""
 
     kind = Kind.SINGLE
-    patterns = ("/logchunks", *(f"{log}/contents" for log in LOG_FORMS))
+    patterns = ("/logchunks", *nested(LOG_FORMS, "/contents"))
     root_link = "logchunks"
 
     def get_in(self, conn: sa.Connection, ctx: Context, spec: ResultSpec,
-               kwargs: Mapping[str, Any]) -> dict[str, Any] | None:
-        contents = _contents(conn, ctx, spec, kwargs)
-        return None if contents is None else spec.project(contents)
+               kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        return spec.project(_contents(conn, ctx, spec, kwargs))
 
 
 def _raw_generator(info: LogInfo) -> Any:
@@ -137,7 +132,7 @@ class RawLogChunkEndpoint(Endpoint):
     """The whole log as a download; stdio logs get a header and lose their stream codes."""
 
     kind = Kind.RAW
-    patterns = tuple(f"{log}/raw" for log in LOG_FORMS)
+    patterns = nested(LOG_FORMS, "/raw")
 
     def get_in(self, conn: sa.Connection, ctx: Context, spec: ResultSpec,
                kwargs: Mapping[str, Any]) -> RawData:
@@ -150,7 +145,7 @@ class RawInlineLogChunkEndpoint(RawLogChunkEndpoint):
     """The same text, to show in the browser."""
 
     kind = Kind.RAW_INLINE
-    patterns = tuple(f"{log}/raw_inline" for log in LOG_FORMS)
+    patterns = nested(LOG_FORMS, "/raw_inline")
 
 
 class LogChunk(ResourceType):

@@ -11,27 +11,14 @@ import sqlalchemy as sa
 from buildbot_rest.data import types as t
 from buildbot_rest.data.base import Field, Kind, ResourceType
 from buildbot_rest.data.endpoint import SQLEndpoint
+from buildbot_rest.data.resolve import LOG_FORMS, STEP_FORMS, nested
 from buildbot_rest.db import schema as s
 
 lg = s.logs
 
-_STEP_FORMS = [
-    "/builds/n:buildid/steps/i:step_name",
-    "/builds/n:buildid/steps/n:step_number",
-    "/builders/n:builderid/builds/n:build_number/steps/i:step_name",
-    "/builders/n:builderid/builds/n:build_number/steps/n:step_number",
-    "/builders/s:buildername/builds/n:build_number/steps/i:step_name",
-    "/builders/s:buildername/builds/n:build_number/steps/n:step_number",
-]
-
-
 class LogEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
-    patterns = (
-        "/logs/n:logid",
-        "/steps/n:stepid/logs/i:log_slug",
-        *(f"{step}/logs/i:log_slug" for step in _STEP_FORMS),
-    )
+    patterns = LOG_FORMS
     unchecked = frozenset({"logid"})
 
     def where(self, ids: Mapping[str, Any]) -> list[Any]:
@@ -39,10 +26,7 @@ class LogEndpoint(SQLEndpoint):
 
 
 class LogsEndpoint(SQLEndpoint):
-    patterns = (
-        "/steps/n:stepid/logs",
-        *(f"{step}/logs" for step in _STEP_FORMS),
-    )
+    patterns = nested(STEP_FORMS, "/logs")
 
     def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [lg.c.stepid == ids["stepid"]]

@@ -17,6 +17,7 @@ from buildbot_rest.data import types as t
 from buildbot_rest.data.base import Field, Kind, ResourceType, chunked
 from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import Endpoint, SQLEndpoint
+from buildbot_rest.data.resolve import BUILD_FORMS, nested
 from buildbot_rest.data.resources.builds import load_properties
 from buildbot_rest.data.resultspec import ResultSpec
 from buildbot_rest.db import schema as s
@@ -169,10 +170,7 @@ class BuildsetPropertiesEndpoint(Endpoint):
 
 class BuildPropertiesEndpoint(Endpoint):
     kind = Kind.SINGLE
-    patterns = (
-        "/builders/n:builderid/builds/n:build_number/properties",
-        "/builds/n:buildid/properties",
-    )
+    patterns = nested(BUILD_FORMS, "/properties")
 
     def get_in(self, conn: sa.Connection, ctx: Context, spec: ResultSpec,
                kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -262,7 +260,7 @@ class ChangePropertyList(_SourcedPropertyList):
 
 class PropertyListEndpoint(SQLEndpoint):
     patterns = (
-        "/builds/n:buildid/property_list",
+        *nested(BUILD_FORMS, "/property_list"),
         "/buildsets/n:bsid/properties_list",
         "/changes/n:changeid/properties_list",
     )

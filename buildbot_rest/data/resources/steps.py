@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from buildbot_rest.data import types as t
 from buildbot_rest.data.base import Field, Kind, ResourceType
 from buildbot_rest.data.endpoint import SQLEndpoint
+from buildbot_rest.data.resolve import BUILD_FORMS, STEP_FORMS, nested
 from buildbot_rest.db import schema as s
 
 st = s.steps
@@ -33,15 +34,7 @@ def parse_urls(text: str | None) -> list[dict[str, Any]]:
 
 class StepEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
-    patterns = (
-        "/steps/n:stepid",
-        "/builds/n:buildid/steps/i:step_name",
-        "/builds/n:buildid/steps/n:step_number",
-        "/builders/n:builderid/builds/n:build_number/steps/i:step_name",
-        "/builders/n:builderid/builds/n:build_number/steps/n:step_number",
-        "/builders/s:buildername/builds/n:build_number/steps/i:step_name",
-        "/builders/s:buildername/builds/n:build_number/steps/n:step_number",
-    )
+    patterns = STEP_FORMS
     # the step row is read anyway; a missing one is a 404 from there
     unchecked = frozenset({"stepid"})
 
@@ -50,11 +43,7 @@ class StepEndpoint(SQLEndpoint):
 
 
 class StepsEndpoint(SQLEndpoint):
-    patterns = (
-        "/builds/n:buildid/steps",
-        "/builders/n:builderid/builds/n:build_number/steps",
-        "/builders/s:buildername/builds/n:build_number/steps",
-    )
+    patterns = nested(BUILD_FORMS, "/steps")
 
     def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [st.c.buildid == ids["buildid"]]

@@ -12,6 +12,7 @@ from buildbot_rest.data import types as t
 from buildbot_rest.data.base import Field, Kind, ResourceType
 from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import SQLEndpoint
+from buildbot_rest.data.resolve import BUILD_FORMS, STEP_FORMS, nested
 from buildbot_rest.db import schema as s
 
 trs = s.test_result_sets
@@ -38,8 +39,8 @@ class TestResultSetsEndpoint(SQLEndpoint):
         "/test_result_sets",
         "/builders/n:builderid/test_result_sets",
         "/builders/s:buildername/test_result_sets",
-        "/builds/n:buildid/test_result_sets",
-        "/steps/n:stepid/test_result_sets",
+        *nested(BUILD_FORMS, "/test_result_sets"),
+        *nested(STEP_FORMS, "/test_result_sets"),
     )
 
     def where(self, ids: Mapping[str, Any]) -> list[Any]:

@@ -1,0 +1,24 @@
+# -*- test-case-name: tests.www.test_edges -*-
+"""The headers every answer of the server carries, and the policy of its downloads."""
+
+from __future__ import annotations
+
+from twisted.web.iweb import IRequest
+
+#: The ``Server`` header of every answer: the product without its version, which would
+#: only tell an attacker which advisories apply (RFC 9110 10.2.4 allows any detail and
+#: warns against revealing it). Twisted's own is ``TwistedWeb/<version>``.
+SERVER = b"buildbot_rest"
+
+#: The policy of a download (``/raw``, ``/raw_inline``): a log may be HTML written by a
+#: build, and ``sandbox`` (CSP Level 3) makes it a unique origin with scripts, forms and
+#: plugins disabled, so that it cannot act on the API's origin.
+DOWNLOAD_POLICY = b"sandbox"
+
+
+def set_common_headers(request: IRequest) -> None:
+    """Set ``Server`` (:data:`SERVER`) and ``X-Content-Type-Options: nosniff``, the
+    Fetch standard's guard that stops a browser from reading a JSON or text body as HTML
+    or script. Call it before the first byte of the answer is written."""
+    request.setHeader(b"server", SERVER)
+    request.setHeader(b"x-content-type-options", b"nosniff")
