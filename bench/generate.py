@@ -7,6 +7,7 @@ and shows a progress bar on stderr; the row counts and the time taken go to stdo
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import TextIO
@@ -67,12 +68,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         db = Database(args.db)
-        status = db.status_sync()
-        if status.state != "empty":
+        new_file = db.sqlite_file is not None and not os.path.exists(db.sqlite_file)
+        status = None if new_file else db.status_sync()
+        if status is not None and status.state != "empty":
             print(f"refusing to fill {db.safe_url}: it is not empty ({status.message})",
                   file=sys.stderr)
             return 2
-        db.prepare_sync()
+        db.prepare_sync(create=True)
         db.engine.dispose()  # so the generator's connection is alone on the database
     except DatabaseError as e:
         print(f"error: {e}", file=sys.stderr)

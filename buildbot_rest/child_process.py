@@ -18,7 +18,7 @@ from twisted.internet import protocol
 from twisted.logger import Logger
 
 from buildbot_rest.config import Config
-from buildbot_rest.processes import CONFIG_ENV
+from buildbot_rest.processes import CONFIG_ENV, CUT_STATUS
 from buildbot_rest.service import RestService
 
 log = Logger()
@@ -48,13 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     reactor: Any = default_reactor
     # One line per event (and a failure's traceback), without time or system: the
-    # parent's log adds its own.
+    # parent's log adds its own. Each line starts with the event's level, which the
+    # parent logs it at.
     def line(event: dict[str, Any]) -> str:
         text = formatEvent(event) or ""
         failure = event.get("log_failure")
         if failure is not None:
             text += "\n" + failure.getTraceback()
-        return text.rstrip("\n") + "\n"
+        level = getattr(event.get("log_level"), "name", "info")
+        return "".join(f"{level} {part}\n" for part in text.rstrip("\n").split("\n"))
 
     globalLogBeginner.beginLoggingTo([FileLogObserver(sys.stdout, line)],
                                      redirectStandardIO=False)
@@ -63,13 +65,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     service = RestService(config, reactor=reactor, inherited_socket=(args.fd, family))
     service.startService()
     stopping: list[bool] = []
+    status = [0]
+
+    def stopped(_: Any) -> None:
+        if not service.stopped_cleanly:
+            status[0] = CUT_STATUS  # (it has said which answers it cut)
+
+    def failed(failure: Any) -> None:
+        log.failure("the child process did not stop cleanly", failure)
+        status[0] = 1
 
     def stop() -> None:
-        # SIGTERM from the parent, or its pipe closing: finish the requests, then exit.
+        # SIGTERM from the parent, or its pipe closing: finish the requests (within the
+        # shutdown timeout), then exit.
         if not stopping:
             stopping.append(True)
             d = service.stopService()
-            d.addErrback(lambda f: log.failure("the child process did not stop cleanly", f))
+            d.addCallbacks(stopped, failed)
             d.addBoth(lambda _: reactor.stop())
 
     # (mypy reads the Windows signature of StandardIO; this is the POSIX one)
@@ -79,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # ^C on a terminal reaches the whole process group: the parent stops its children.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     reactor.run(installSignalHandlers=False)
-    return 0
+    return status[0]
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ from typing import Any
 DEFAULT_DB_URL = "sqlite:///state.sqlite"
 DEFAULT_PORT = "tcp:8010:interface=127.0.0.1"
 DEFAULT_POOL_SIZE = 4
+#: seconds a stop waits for the answers in flight before it cuts them
+DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+#: seconds the server waits for a client: a whole request, the next one, or taking its answer
+DEFAULT_CLIENT_TIMEOUT = 60.0
 
 
 class ConfigError(Exception):
@@ -43,11 +47,20 @@ class Config:
     base_url: str | None = None
     pool_size: int = DEFAULT_POOL_SIZE
     demo: bool = False
+    #: whether the server creates a missing database at start: the SQLite file, and
+    #: Buildbot's schema in an empty database (``demo`` implies it). Without it such a
+    #: database is refused, so that a mistyped URL does not serve an empty API.
+    create: bool = False
     #: where the standalone server writes one line per request: "-" (its own log),
     #: "off", or the path of a file (appended to)
     access_log: str = "-"
     #: processes answering on the standalone server's port (a tcp: or tcp6: one)
     workers: int = 1
+    #: seconds a stop waits for the answers in flight (then it cuts their connections)
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    #: seconds the standalone server waits for a client: for a request to arrive whole,
+    #: for the next request on an idle connection, and for it to take some of its answer
+    client_timeout: float = DEFAULT_CLIENT_TIMEOUT
     #: force schedulers, completed with upstream's defaults here: the data API serves
     #: them as they are
     forceschedulers: list[dict[str, Any]] = field(default_factory=list)
@@ -134,8 +147,11 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "base_url": ((str, type(None)), "a string"),
     "pool_size": ((int,), "an integer"),
     "demo": ((bool,), "a boolean"),
+    "create": ((bool,), "a boolean"),
     "access_log": ((str,), "a string"),
     "workers": ((int,), "an integer"),
+    "shutdown_timeout": ((int, float), "a number of seconds"),
+    "client_timeout": ((int, float), "a number of seconds"),
     "forceschedulers": ((list,), "an array of tables"),
 }
 
@@ -152,11 +168,23 @@ def _check(key: str, value: Any, where: str) -> None:
         raise ConfigError(f"{where}{key!r} must be {wanted}, not {_type_name(value)}")
     if key in ("pool_size", "workers") and isinstance(value, int) and value < 1:
         raise ConfigError(f"{where}'{key}' must be at least 1, not {value}")
+    # (a timeout bounds a wait: never infinite, nor NaN)
+    if (key == "shutdown_timeout" and isinstance(value, int | float)
+            and not 0 <= value < float("inf")):
+        raise ConfigError(f"{where}'shutdown_timeout' must be a finite number of seconds "
+                          f"of at least 0, not {value}")
+    if (key == "client_timeout" and isinstance(value, int | float)
+            and not 0 < value < float("inf")):
+        raise ConfigError(f"{where}'client_timeout' must be a finite number of seconds "
+                          f"more than 0, not {value}")
     if key == "access_log" and not value:
         raise ConfigError(f"{where}'access_log' must be \"-\", \"off\" or a file path, "
                           "not empty")
     if key == "db_url" and not value:
         raise ConfigError(f"{where}'db_url' must not be empty")
+    if key == "port" and isinstance(value, str) and value.isdigit():
+        raise ConfigError(f"{where}'port' must be a Twisted endpoint, not a bare number: "
+                          f"did you mean \"tcp:{value}\"?")
     if key == "base_url" and value is not None and not re.match(r"https?://[^/]", str(value)):
         raise ConfigError(f"{where}'base_url' must be an http:// or https:// URL, "
                           f"not {value!r}")

@@ -42,14 +42,19 @@ class RestService(MultiService):
     """
 
     def __init__(self, config: Config, *, reactor: Any = None,
-                 shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+                 shutdown_timeout: float | None = None,
                  inherited_socket: tuple[int, int] | None = None) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
         self.config = config
-        self.shutdown_timeout = shutdown_timeout
+        #: how long a stop waits for the answers in flight before it cuts them
+        #: (``config.shutdown_timeout`` unless given)
+        self.shutdown_timeout = (config.shutdown_timeout if shutdown_timeout is None
+                                 else shutdown_timeout)
+        #: once stopped: False if the stop cut answers in flight (here or in a worker)
+        self.stopped_cleanly = True
         self._reactor = reactor
         #: (descriptor, address family) of a listening socket to serve (a child
         #: process's; see :mod:`buildbot_rest.child_process`)
@@ -89,7 +94,8 @@ class RestService(MultiService):
                                   f"{e.strerror or e}") from None
         db = Database(config.db_url, pool_size=config.pool_size, reactor=self._reactor)
         try:
-            status = db.prepare_sync(create=True)
+            status = db.prepare_sync(create=bool(config.demo or getattr(config, "create",
+                                                                        False)))
             log.info("database {url}: {message}", url=db.safe_url, message=status.message)
             if config.demo:
                 self._fill_demo(db)
@@ -159,4 +165,16 @@ class RestService(MultiService):
         for child in reversed(list(self)):
             if child.running:
                 await defer.maybeDeferred(child.stopService)
-        log.info("stopped")
+        problems = []
+        if self.web is not None and self.web.cut:
+            problems.append(f"{len(self.web.cut)} answers in flight were cut")
+        if self.web is not None and self.web.workers_cut:
+            problems.append("workers " + ", ".join(map(str, self.web.workers_cut))
+                            + " did not stop cleanly")
+        self.stopped_cleanly = not problems
+        if problems:
+            # (never "stopped" alone: that says every answer was sent whole)
+            log.warn("stopped, not cleanly: {problems}",  # noqa: G010
+                     problems="; ".join(problems))
+        else:
+            log.info("stopped")

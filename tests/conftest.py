@@ -4,10 +4,12 @@ holding upstream Buildbot 4.3.0 to check our behaviour against."""
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -71,6 +73,26 @@ def unavailable(what: str, problem: str, allow: str) -> NoReturn:
                 pytrace=False)
 
 
+def announcer(config: pytest.Config) -> Callable[[str], None]:
+    """Writes a line to the terminal at once, through pytest's capture: to say what a
+    session fixture is about to do that takes long or reaches outside the checkout."""
+
+    def say(text: str) -> None:
+        capture = config.pluginmanager.getplugin("capturemanager")
+        reporter = config.pluginmanager.getplugin("terminalreporter")
+        if capture is None or reporter is None:
+            print(text, file=sys.stderr, flush=True)
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(text)
+
+    return say
+
+
+def _silent(text: str) -> None:
+    pass
+
+
 # -- plain SQLAlchemy engines -------------------------------------------------------------
 
 def raw_engine_for(url: str, **kwargs: Any) -> sa.Engine:
@@ -117,18 +139,32 @@ def _pg_problem(url: str) -> str | None:
 
 
 @pytest.fixture(scope="session")
-def pg_url() -> str:
-    """The URL of a PostgreSQL server for tests, as superuser (see :func:`find_pg_url`)."""
-    return find_pg_url(ROOT / ".ci" / "postgres.sh")
+def pg_url(pytestconfig: pytest.Config) -> Iterator[str]:
+    """The URL of a PostgreSQL server for tests, as superuser (see :func:`find_pg_url`).
+
+    A server that ``.ci/postgres.sh`` started for the session is stopped at its end, and
+    its temporary data directory deleted."""
+    script = ROOT / ".ci" / "postgres.sh"
+    if os.environ.get("BUILDBOT_REST_TEST_PG", "").strip():
+        yield find_pg_url(script)
+        return
+    data = Path(tempfile.mkdtemp(prefix="buildbot-rest-pg."))
+    try:
+        yield find_pg_url(script, data=data, say=announcer(pytestconfig))
+    finally:
+        subprocess.run(["bash", str(script), "stop", str(data)], capture_output=True,
+                       stdin=subprocess.DEVNULL, timeout=120, check=False)
 
 
-def find_pg_url(script: Path) -> str:
+def find_pg_url(script: Path, *, data: Path | None = None,
+                say: Callable[[str], None] = _silent) -> str:
     """The URL of a PostgreSQL server for tests, as superuser.
 
     From ``BUILDBOT_REST_TEST_PG`` if set (then a server that does not answer is an error),
-    else from ``script`` (``.ci/postgres.sh``), which installs and starts one and prints
-    its URL. Without a server the test fails, unless ``BUILDBOT_REST_ALLOW_NO_PG=1`` (see
-    :func:`unavailable`).
+    else from ``script start`` (``.ci/postgres.sh``), which installs PostgreSQL if needed
+    (``say`` tells so first), starts a server in the directory ``data`` and prints its
+    URL; ``script stop DATA`` stops it. Without a server the test fails, unless
+    ``BUILDBOT_REST_ALLOW_NO_PG=1`` (see :func:`unavailable`).
     """
     url = os.environ.get("BUILDBOT_REST_TEST_PG", "").strip()
     if url:
@@ -138,9 +174,18 @@ def find_pg_url(script: Path) -> str:
             pytest.fail(f"BUILDBOT_REST_TEST_PG={shown} does not answer: {problem}",
                         pytrace=False)
         return url
+    # where .ci/postgres.sh looks for Debian's PostgreSQL
+    if not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
+        say(f"PostgreSQL is not installed: {script.name} installs it now with apt-get, for "
+            "the tests that need a server (BUILDBOT_REST_TEST_PG=postgresql://... names "
+            "one of your own instead)")
+    env = dict(os.environ)
+    if data is not None:
+        env["PGDATA"] = str(data)
     try:
-        proc = subprocess.run(["bash", str(script)], cwd=ROOT, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=900, check=False)
+        proc = subprocess.run(["bash", str(script), "start"], cwd=ROOT, capture_output=True,
+                              text=True, stdin=subprocess.DEVNULL, env=env, timeout=900,
+                              check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         unavailable("PostgreSQL server", f"{script.name} did not run: {e}", ALLOW_NO_PG)
     lines = proc.stdout.strip().splitlines()
@@ -291,18 +336,20 @@ def _create_upstream_venv(venv: Path, marker: Path, log: Path) -> str | None:
 
 
 @pytest.fixture(scope="session")
-def upstream_venv() -> Path:
+def upstream_venv(pytestconfig: pytest.Config) -> Path:
     """A virtualenv with upstream Buildbot 4.3.0 (``bin/buildbot``, ``bin/python``); see
     :func:`find_upstream_venv`."""
-    return find_upstream_venv(UPSTREAM_CACHE)
+    return find_upstream_venv(UPSTREAM_CACHE, say=announcer(pytestconfig))
 
 
 def find_upstream_venv(venv: Path,
-                       create: Callable[[Path, Path, Path], str | None] | None = None) -> Path:
+                       create: Callable[[Path, Path, Path], str | None] | None = None,
+                       *, say: Callable[[str], None] = _silent) -> Path:
     """A virtualenv with upstream Buildbot 4.3.0 (``bin/buildbot``, ``bin/python``).
 
     ``BUILDBOT_REST_UPSTREAM_VENV`` names one to use; else it is built once at ``venv``
-    (~/.cache/buildbot_rest/...) by ``create`` (:func:`_create_upstream_venv`) and reused.
+    (~/.cache/buildbot_rest/...) by ``create`` (:func:`_create_upstream_venv`), which
+    ``say`` announces, and reused.
     If it cannot be built the test fails, unless ``BUILDBOT_REST_ALLOW_NO_UPSTREAM=1`` (an
     offline run; see :func:`unavailable`).
     """
@@ -327,6 +374,9 @@ def find_upstream_venv(venv: Path,
                     and _buildbot_version(venv)):
                 return venv
             log = venv.parent / (venv.name + ".log")
+            say(f"downloading upstream Buildbot 4.3.0 and its dependencies from PyPI into "
+                f"{venv}, once, to compare answers with (log: {log}; "
+                "BUILDBOT_REST_UPSTREAM_VENV=/path names a virtualenv of your own)")
             problem = create(venv, marker, log)
             if problem:
                 shutil.rmtree(venv, ignore_errors=True)

@@ -23,6 +23,7 @@ def test_defaults() -> None:
     assert config.base_url_derived
     assert config.pool_size == 4
     assert config.demo is False
+    assert config.create is False
     assert config.forceschedulers == []
     assert config.access_log == "-"
 
@@ -46,6 +47,7 @@ db_url = "postgresql://bb@db/bb"
 port = "tcp:9000"
 pool_size = 8
 demo = true
+create = true
 
 [[forceschedulers]]
 name = "force"
@@ -56,6 +58,7 @@ builder_names = ["linux", "mac"]
     assert config.base_url == "http://localhost:9000/"
     assert config.pool_size == 8
     assert config.demo is True
+    assert config.create is True
     assert config.forceschedulers == [{
         "name": "force", "button_name": "force", "label": "force",
         "builder_names": ["linux", "mac"], "enabled": True, "all_fields": [],
@@ -87,7 +90,10 @@ def test_empty_port_means_no_listening() -> None:
     ("pool_size = true\n", "'pool_size' must be an integer, not boolean"),
     ("pool_size = 0\n", "'pool_size' must be at least 1"),
     ('demo = "yes"\n', "'demo' must be a boolean, not string"),
+    ('create = "yes"\n', "'create' must be a boolean, not string"),
     ("port = 8010\n", "'port' must be a string, not integer"),
+    ('port = "8010"\n', "'port' must be a Twisted endpoint, not a bare number: did you mean "
+                        '"tcp:8010"?'),
     ("access_log = false\n", "'access_log' must be a string, not boolean"),
     ('access_log = ""\n', "'access_log' must be \"-\", \"off\" or a file path"),
     ('base_url = "localhost:8010"\n', "'base_url' must be an http:// or https:// URL"),

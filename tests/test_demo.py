@@ -1,5 +1,5 @@
 """The demo/benchmark data generator: deterministic, consistent, and shaped like upstream's
-rows (see resources.md §4.2)."""
+rows (see upstream resources §4.2)."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from tests.www.test_disconnect import (  # noqa: F401 - big_sqlite is a fixture
     big_sqlite,
     connect,
     mine,
+    until,
     within,
 )
 
@@ -38,7 +40,7 @@ async def fetch(url: str) -> tuple[int, Any]:
 
 @pytest_twisted.ensureDeferred
 async def test_mounted_under_any_name(tmp_path: Path) -> None:
-    rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}", port=None,
+    rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}", create=True, port=None,
                               base_url="http://ci.example.org/"))
     root = Resource()
     root.putChild(b"api", rest.resource())
@@ -66,7 +68,7 @@ async def test_mounted_under_any_name(tmp_path: Path) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_listens_and_stops(tmp_path: Path) -> None:
-    rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}",
+    rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}", create=True,
                               port="tcp:0:interface=127.0.0.1"))
     rest.startService()
     await defer.succeed(None)
@@ -133,7 +135,7 @@ async def test_access_log(tmp_path: Path, setting: str) -> None:
     events: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(events.append)
     try:
-        rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}",
+        rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}", create=True,
                                   port="tcp:0:interface=127.0.0.1",
                                   access_log=str(path) if setting == "file" else setting))
         await _serve_and_get(rest, "/api/v2/masters", "/api/v2/builders?limit=1")
@@ -156,7 +158,7 @@ async def test_access_log(tmp_path: Path, setting: str) -> None:
 def test_access_log_that_cannot_be_opened(tmp_path: Path) -> None:
     from buildbot_rest.config import ConfigError
 
-    rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}",
+    rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}", create=True,
                               port="tcp:0:interface=127.0.0.1",
                               access_log=str(tmp_path / "no" / "such" / "dir" / "http.log")))
     with pytest.raises(ConfigError, match=r"cannot open the access log .*http\.log"):
@@ -166,7 +168,7 @@ def test_access_log_that_cannot_be_opened(tmp_path: Path) -> None:
 @pytest_twisted.ensureDeferred
 async def test_children_start_in_order_and_stop_one_after_the_other(
         tmp_path: Path) -> None:
-    rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}", port=None))
+    rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}", create=True, port=None))
     rest.prepare()
     assert [child.name for child in rest] == ["db", "mq", "auth", "www"]
     events: list[str] = []
@@ -201,7 +203,7 @@ def test_a_failed_start_stops_what_had_started(tmp_path: Path) -> None:
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
     try:
-        rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}",
+        rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}", create=True,
                                   port=f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"))
         with pytest.raises(Exception, match=r"[Aa]ddress already in use"):
             rest.startService()
@@ -330,7 +332,7 @@ async def test_stop_cancels_a_programs_read_still_streaming(
     from buildbot_rest.data import reads
 
     monkeypatch.setattr(reads, "STREAM_BATCH", 2)
-    rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}", port=None,
+    rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}", create=True, port=None,
                               demo=True))
     rest.startService()
     assert rest.connector is not None
@@ -362,3 +364,31 @@ async def test_stop_cancels_a_programs_read_still_streaming(
     assert batches <= 5  # the first batch it held, and what was read ahead: not 100
     assert answer.cancelled
     await within(mine(defer.ensureDeferred(answer.close())), "closing the read")
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_closes_idle_connections_at_once(tmp_path: Path) -> None:
+    """A kept-alive connection with no request in flight is closed when the stop begins:
+    the stop does not wait for it (nor for its client to go), and it is clean."""
+    rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}", create=True,
+                              port="tcp:0:interface=127.0.0.1"), shutdown_timeout=60)
+    rest.startService()
+    await defer.succeed(None)
+    port = rest.web.port.getHost().port  # type: ignore[union-attr]
+    client = Client("/api/v2/builders")
+    client.request = client.request.replace(b"Connection: close\r\n", b"")
+    try:
+        await connect(port, client)
+
+        def answered() -> bool:
+            head, _, body = bytes(client.data).partition(b"\r\n\r\n")
+            length = re.search(rb"(?i)\r\ncontent-length: (\d+)", head)
+            return length is not None and len(body) == int(length[1])
+        await until(answered, "the answer")
+        assert client.data.startswith(b"HTTP/1.1 200 OK")
+        assert not client.closed.called  # (kept alive)
+        await within(mine(rest.stopService()), "the stop")
+        await within(client.closed, "the idle connection closing")
+    finally:
+        client.hang_up()
+    assert rest.stopped_cleanly

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from buildbot_rest.data.base import Kind, ResourceType
-from buildbot_rest.data.context import Context
+from buildbot_rest.data.context import Context, unavailable
 from buildbot_rest.data.endpoint import Endpoint
-from buildbot_rest.data.errors import InvalidQuery
+from buildbot_rest.data.errors import InvalidPath, InvalidQuery
 from buildbot_rest.data.matcher import Matcher
 from buildbot_rest.data.rawdata import RawData
 from buildbot_rest.data.reads import (
@@ -27,6 +27,7 @@ from buildbot_rest.data.reads import (
 from buildbot_rest.data.resultspec import ResultSpec, parse
 from buildbot_rest.data.types import in_int_range
 from buildbot_rest.data.updates import Updates
+from buildbot_rest.db.pool import DatabaseUnavailable
 
 if TYPE_CHECKING:
     from buildbot_rest.db import Database
@@ -128,7 +129,15 @@ class DataConnector:
         """Answer a read. The one place that decides whether a collection streams: an
         unpaged collection that the engine can stream and that is longer than one batch
         comes as a :class:`CollectionStream`; a download's bytes come as a started
-        stream in :attr:`RawData.stream`. Raises NotFound when there is no answer."""
+        stream in :attr:`RawData.stream`. Raises NotFound when there is no answer, and
+        ServiceUnavailable (503) when the database cannot answer."""
+        try:
+            return await self._read(ctx, endpoint, spec, kwargs)
+        except DatabaseUnavailable as e:
+            raise unavailable(e) from e
+
+    async def _read(self, ctx: Context, endpoint: Endpoint, spec: ResultSpec,
+                    kwargs: dict[str, Any]) -> Read:
         if not ids_in_range(kwargs):
             # no row can have it, and SQL would refuse it as a parameter
             raise ctx.not_found()
@@ -146,7 +155,14 @@ class DataConnector:
             return Single(result)
         assert isinstance(result, RawData)
         if result.generate is not None:
-            result.stream = self.db.pool.stream(result.generate)
+            stream = self.db.pool.stream(result.generate)
+            try:
+                # a download that cannot start fails before anything is written
+                await stream.first()
+            except BaseException:
+                await stream.close()
+                raise
+            result.stream = stream
         return result
 
     async def get(self, path: str | Sequence[str],
@@ -160,6 +176,8 @@ class DataConnector:
         "order": ["-number"]}``). Raises the data API's errors; ServiceUnavailable when
         the database stops before the answer is complete."""
         parts = tuple(p for p in path.split("/") if p) if isinstance(path, str) else path
+        if not all(isinstance(p, str) for p in parts):
+            raise InvalidPath("/".join(map(str, parts)))
         endpoint, kwargs = self.match(parts)
         spec = self.parse_spec(endpoint, _arguments(query or {}))
         ctx = self.context(endpoint, kwargs, user=user)
@@ -191,7 +209,11 @@ class DataConnector:
 
         A transient error before the commit runs ``fn`` again; a failed commit is never
         re-run (see :meth:`buildbot_rest.db.pool.DBThreadPool.run_in_transaction_sync`)."""
-        result, events = await self.db.pool.do_in_transaction(_checked_write, fn, args, kw)
+        try:
+            result, events = await self.db.pool.do_in_transaction(_checked_write, fn, args,
+                                                                  kw)
+        except DatabaseUnavailable as e:
+            raise unavailable(e) from e
         if self.mq is not None:
             for routing_key, message in events:
                 self.mq.produce(routing_key, message)
@@ -209,6 +231,8 @@ def _arguments(query: Mapping[str, str | Sequence[str]]) -> dict[str, list[str]]
     """Query arguments as the parser takes them (lists of strings, as a URL gives)."""
     args: dict[str, list[str]] = {}
     for key, value in query.items():
+        if not isinstance(key, str):
+            raise InvalidQuery(f"invalid query parameter {key!r}: give its name as a string")
         values = [value] if isinstance(value, str) else value
         if (not isinstance(values, (list, tuple)) or not values
                 or not all(isinstance(v, str) for v in values)):

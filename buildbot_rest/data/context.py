@@ -11,14 +11,25 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 
-from buildbot_rest.data.errors import NotFound
+from buildbot_rest.data.errors import NotFound, ServiceUnavailable
 from buildbot_rest.data.matcher import Matcher
 from buildbot_rest.data.resolve import Missing, resolve
+from buildbot_rest.db.pool import DatabaseUnavailable
 
 if TYPE_CHECKING:
     from buildbot_rest.db import Database
 
 T = TypeVar("T")
+
+#: the seconds a client is told to wait (``Retry-After``) when the database is
+#: unavailable: about the time a restarted database server takes to accept connections
+RETRY_AFTER = 5
+
+
+def unavailable(error: DatabaseUnavailable) -> ServiceUnavailable:
+    """The data API's 503 for a database that cannot answer now."""
+    return ServiceUnavailable(str(error), retry_after=RETRY_AFTER)
+
 
 #: who makes an anonymous call (upstream's ``{"anonymous": true}`` user info)
 ANONYMOUS: Mapping[str, Any] = {"anonymous": True}
@@ -77,8 +88,12 @@ class Context:
                         f"with arguments {dict(self.kwargs)!r}")
 
     async def run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-        """Run ``fn(conn, *args, **kw)`` in a database thread (a read)."""
-        return await self.db.pool.do(fn, *args, **kw)
+        """Run ``fn(conn, *args, **kw)`` in a database thread (a read); ServiceUnavailable
+        (503) when the database cannot answer."""
+        try:
+            return await self.db.pool.do(fn, *args, **kw)
+        except DatabaseUnavailable as e:
+            raise unavailable(e) from e
 
     def resolve_in(self, conn: sa.Connection, kwargs: Mapping[str, Any],
                    unchecked: Iterable[str] = ()) -> dict[str, Any]:

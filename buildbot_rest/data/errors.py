@@ -55,5 +55,12 @@ class Conflict(ApiError):
 
 
 class ServiceUnavailable(ApiError):
+    """The answer cannot be given now (the database is down or stopping); the client may
+    try again after ``retry_after`` seconds (HTTP ``Retry-After``, RFC 9110 10.2.3)."""
+
     status = 503
     jsonrpc_code = -32000
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -11,15 +11,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from buildbot_rest.data.base import ResourceType
-from buildbot_rest.data.context import Context
+from buildbot_rest.data.context import Context, unavailable
 from buildbot_rest.data.endpoint import Endpoint
 from buildbot_rest.data.errors import ServiceUnavailable
 from buildbot_rest.data.resultspec import ResultSpec
+from buildbot_rest.db.pool import DatabaseUnavailable
 from buildbot_rest.db.stream import ThreadStream
 
 #: why a read that the stop of the database cut short fails
 CUT_SHORT = "the read was cut short: the database has stopped"
-
 #: rows per batch of a streamed collection; an unpaged collection shorter than one batch
 #: is answered whole
 STREAM_BATCH = 2000
@@ -62,7 +62,10 @@ class CollectionStream:
         if self._first is not None:
             first, self._first = self._first, None
             return first
-        batch: list[dict[str, Any]] | None = await self._stream.next()
+        try:
+            batch: list[dict[str, Any]] | None = await self._stream.next()
+        except DatabaseUnavailable as e:
+            raise unavailable(e) from e
         return batch
 
     async def read_all(self) -> list[dict[str, Any]]:
@@ -150,6 +153,8 @@ async def drain(stream: ThreadStream) -> list[Any]:
         while (piece := await stream.next()) is not None:
             pieces.append(piece)
             stream.consumed()
+    except DatabaseUnavailable as e:
+        raise unavailable(e) from e
     finally:
         await stream.close()
     if stream.cancelled:

@@ -5,6 +5,7 @@ its filters and order on plain dicts (for the fields that SQL cannot handle)."""
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,8 @@ from urllib.parse import unquote_to_bytes
 from buildbot_rest.data import types as t
 from buildbot_rest.data.errors import InvalidQuery
 from buildbot_rest.data.types import FieldType
+
+_COUNT = re.compile(r"[0-9]+\Z")
 
 #: operators that take one value, and those that take one or several
 SINGLE_OPS = frozenset({"eq", "ne", "lt", "le", "gt", "ge", "contains", "in", "notin", "isnull"})
@@ -134,12 +137,12 @@ def group(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
 
 
 def _parse_count(name: str, text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise InvalidQuery(f"invalid {name}") from None
-    if value < 0:
-        raise InvalidQuery(f"invalid {name}: must not be negative")
+    # Plain ASCII digits, as for every other number (int() would also take "1_0",
+    # " 3" and other scripts' digits).
+    if not _COUNT.match(text):
+        raise InvalidQuery(f"invalid {name}: must not be negative" if _COUNT.match(
+            text.removeprefix("-")) else f"invalid {name}")
+    value = int(text)
     if value > t.INT_MAX:
         # beyond what SQL's LIMIT/OFFSET take
         raise InvalidQuery(f"invalid {name}: too large")
@@ -158,11 +161,12 @@ def parse(args: Mapping[str, list[str]], fields: Mapping[str, FieldType], *,
                 name = v.removeprefix("-")
                 if name not in fields:
                     raise InvalidQuery(f"no such field {name!r}")
-                if not fields[name].scalar:
+                if not fields[name].orderable:
                     # upstream ignores it silently (COMPAT 29)
                     base = fields[name]
                     base = base.inner if isinstance(base, t.NoneOk) else base
-                    kind = "a list" if isinstance(base, t.List) else "a JSON object"
+                    kind = ("a list" if isinstance(base, t.List) else
+                            "bytes" if isinstance(base, t.Binary) else "a JSON object")
                     raise InvalidQuery(f"invalid order {v}: {name!r} is {kind}, which "
                                        "has no order")
             spec.order = list(values)
@@ -176,8 +180,11 @@ def parse(args: Mapping[str, list[str]], fields: Mapping[str, FieldType], *,
         elif key == "offset":
             spec.offset = _parse_count("offset", values[0])
         elif key == "property":
-            if any("\x00" in v for v in values):
-                raise InvalidQuery("invalid property value for property")
+            try:
+                for v in values:
+                    t.parse_text(v)
+            except ValueError:
+                raise InvalidQuery("invalid property value for property") from None
             spec.properties = list(values)
         elif key in fields:
             spec.filters.append(_make_filter(key, key, "eq", values, fields[key]))

@@ -43,6 +43,9 @@ class FieldType:
     filterable = True
     #: whether the value is a scalar that SQL can compare and order
     scalar = True
+    #: whether ``order`` may name the field: a scalar whose order means something
+    #: (not JSON text, not bytes shown as null); COMPAT 29
+    orderable = True
     nullable = False
 
     def parse(self, text: str) -> Any:
@@ -82,9 +85,14 @@ class DateTime(Integer):
 
 def parse_text(text: str) -> str:
     """A URL text as a filter or path value: any text but NUL, which PostgreSQL's text
-    cannot hold and rejects even as a parameter."""
+    cannot hold and rejects even as a parameter, and lone surrogates, which are not
+    text (a program's own strings can hold them)."""
     if "\x00" in text:
         raise ValueError(text)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(text) from None
     return text
 
 
@@ -100,6 +108,7 @@ class Binary(FieldType):
 
     name = "binary"
     filterable = False
+    orderable = False
 
     def from_db(self, value: Any) -> Any:
         return None
@@ -144,6 +153,7 @@ class NoneOk(FieldType):
         self.name = inner.name
         self.filterable = inner.filterable
         self.scalar = inner.scalar
+        self.orderable = inner.orderable
 
     def parse(self, text: str) -> Any:
         return self.inner.parse(text)
@@ -165,6 +175,7 @@ class List(FieldType):
 
     name = "list"
     scalar = False
+    orderable = False
 
     def __init__(self, of: FieldType) -> None:
         self.of = of
@@ -181,6 +192,7 @@ class JsonObject(FieldType):
     name = "jsonobject"
     filterable = False
     scalar = False
+    orderable = False
 
     def from_db(self, value: Any) -> Any:
         return loads_json(value, {})
@@ -190,6 +202,7 @@ class SourcedProperties(FieldType):
     name = "sourcedproperties"
     filterable = False
     scalar = False
+    orderable = False
 
 
 class Entity(FieldType):
@@ -197,6 +210,7 @@ class Entity(FieldType):
 
     filterable = False
     scalar = False
+    orderable = False
 
     def __init__(self, name: str, fields: dict[str, FieldType]) -> None:
         self.name = name

@@ -6,7 +6,9 @@ from __future__ import annotations
 import codecs
 import functools
 import os
+import sqlite3
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
 from buildbot_rest.db import schema
-from buildbot_rest.db.pool import DBThreadPool
+from buildbot_rest.db.pool import DatabaseUnavailable, DBThreadPool
 
 #: Revisions that upstream's alembic history knows before the head.
 KNOWN_OLD_REVISIONS = ("059", "060", "061", "062", "063", "064", "065", "066")
@@ -50,16 +52,24 @@ def make_engine(url: str, *, pool_size: int = 4) -> sa.Engine:
     if backend == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername=_default_postgresql_driver())
     kwargs: dict[str, Any] = {}
+    sqlite_file = None
     if backend == "sqlite":
         database = parsed.database or ""
         connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": 20}
         if database in ("", ":memory:"):
             kwargs.update(poolclass=StaticPool)
         else:
-            directory = os.path.dirname(os.path.abspath(database))
+            sqlite_file = os.path.abspath(database)
+            directory = os.path.dirname(sqlite_file)
             if not os.path.isdir(directory):
                 raise DatabaseError(f"cannot open {url}: directory {directory} does not exist")
             kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+            # Never create the file by connecting (mode=rw): a file deleted while
+            # serving must not come back empty. Database.prepare_sync(create=True) is
+            # the one place that creates it.
+            uri = f"file:{urllib.parse.quote(sqlite_file)}?mode=rw"
+            kwargs["creator"] = functools.partial(sqlite3.connect, uri, uri=True,
+                                                  **connect_args)
         kwargs["connect_args"] = connect_args
     elif backend == "mysql":
         query = dict(parsed.query)
@@ -76,7 +86,7 @@ def make_engine(url: str, *, pool_size: int = 4) -> sa.Engine:
     except (ImportError, sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as e:
         raise DatabaseError(f"cannot use database URL {url!r}: {e}") from None
     if backend == "sqlite":
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, sqlite_file)
     elif engine.dialect.driver == "psycopg2":
         _configure_psycopg2(engine)
     return engine
@@ -120,20 +130,38 @@ def _default_postgresql_driver() -> str:
     raise DatabaseError("PostgreSQL needs a driver: pip install psycopg2-binary")
 
 
-def _configure_sqlite(engine: sa.Engine) -> None:
-    memory = (engine.url.database or "") in ("", ":memory:")
+def _file_identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
+
+def _configure_sqlite(engine: sa.Engine, path: str | None) -> None:
+    # Connection-level settings only: opening a database must not change its file (the
+    # journal mode is set by Database.prepare_sync, once the schema is accepted).
     @sa.event.listens_for(engine, "connect")
-    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+    def on_connect(dbapi_conn: Any, record: Any) -> None:
         # Let Python's sqlite3 leave transactions to SQLAlchemy, so BEGIN is explicit.
         dbapi_conn.isolation_level = None
         dbapi_conn.text_factory = TOLERANT_TEXT
         cursor = dbapi_conn.cursor()
-        if not memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=20000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+        if path is not None:
+            record.info["file"] = _file_identity(path)
+
+    if path is None:
+        return
+
+    @sa.event.listens_for(engine, "checkout")
+    def on_checkout(_dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        # A pooled connection keeps reading a file that was deleted or replaced: drop
+        # it, so that the next one opens what is there now (or fails: unavailable).
+        if record.info.get("file") != _file_identity(path):
+            raise sa.exc.DisconnectionError(f"{path} was deleted or replaced")
 
     @sa.event.listens_for(engine, "begin")
     def on_begin(conn: sa.Connection) -> None:
@@ -169,7 +197,7 @@ def inspect_schema(conn: sa.Connection) -> SchemaStatus:
     if "alembic_version" not in names:
         if not names:
             return SchemaStatus(None, "empty", "the database is empty; create it with "
-                                "`buildbot-rest create-db`")
+                                "`buildbot-rest create-db` (or serve with --create)")
         if "migrate_version" in names or "version" in names:
             return SchemaStatus(None, "old", "the database predates Buildbot 3.0; "
                                 + UPGRADE_HINT)
@@ -208,7 +236,7 @@ class Database:
     """A database this server reads and writes, with its engine and thread pool."""
 
     def __init__(self, url: str, *, pool_size: int = 4, reactor: Any = None,
-                 retry_seconds: float = 30.0) -> None:
+                 retry_seconds: float = 5.0) -> None:
         self.url = url
         self.engine = make_engine(url, pool_size=pool_size)
         self.pool = DBThreadPool(self.engine, size=pool_size, reactor=reactor,
@@ -218,22 +246,50 @@ class Database:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    @property
+    def sqlite_file(self) -> str | None:
+        """The absolute path of an SQLite database file (None for other databases)."""
+        if self.engine.dialect.name != "sqlite":
+            return None
+        database = self.engine.url.database or ""
+        return None if database in ("", ":memory:") else os.path.abspath(database)
+
+    def _missing(self) -> DatabaseError:
+        return DatabaseError(
+            f"{self.safe_url}: no such database file; create it with `buildbot-rest "
+            f"create-db --db {self.safe_url}` (or serve with --create, or --demo)")
+
     def status_sync(self) -> SchemaStatus:
-        """The schema status, checked in the calling thread."""
+        """The schema status, checked in the calling thread (the database is only read:
+        its file stays byte for byte as it was)."""
+        path = self.sqlite_file
+        if path is not None and not os.path.exists(path):
+            raise self._missing()
         try:
             return self.pool.run_sync(inspect_schema)
-        except sa.exc.DBAPIError as e:
-            raise DatabaseError(f"cannot connect to {self.safe_url}: {_first_line(e)}") from None
+        except (sa.exc.DBAPIError, DatabaseUnavailable) as e:
+            cause = e.__cause__ if isinstance(e, DatabaseUnavailable) and e.__cause__ else e
+            raise DatabaseError(f"cannot connect to {self.safe_url}: "
+                                f"{_first_line(cause)}") from None
 
     def prepare_sync(self, *, create: bool = True) -> SchemaStatus:
-        """Make sure the database is usable: create it when empty (if allowed), else check
-        its revision. Never alters an existing schema."""
+        """Make sure the database is usable: create it when it is missing or empty (if
+        allowed), else check its revision. Never alters an existing schema; a database
+        refused is left unchanged. An accepted SQLite file is switched to WAL journaling
+        (concurrent readers beside a writer), which it then keeps."""
+        path = self.sqlite_file
+        if path is not None and not os.path.exists(path):
+            if not create:
+                raise self._missing()
+            sqlite3.connect(path).close()
         status = self.status_sync()
         if status.state == "empty" and create:
             self.pool.run_in_transaction_sync(create_schema)
             status = self.status_sync()
         if not status.usable:
             raise DatabaseError(f"{self.safe_url}: {status.message}")
+        if path is not None:
+            _set_wal(self.engine)
         return status
 
     @property
@@ -245,6 +301,15 @@ class Database:
 
     def stop(self) -> None:
         self.pool.stop()
+
+
+def _set_wal(engine: sa.Engine) -> None:
+    # Outside any transaction (SQLite refuses to change the journal mode inside one).
+    raw = engine.raw_connection()
+    try:
+        raw.driver_connection.execute("PRAGMA journal_mode=WAL")  # type: ignore[union-attr]
+    finally:
+        raw.close()
 
 
 def _first_line(error: BaseException) -> str:

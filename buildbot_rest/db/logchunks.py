@@ -104,10 +104,25 @@ def decompress(code: int, data: bytes | None) -> bytes:
         raise CorruptChunk(f"cannot decode a log chunk (compression {code}): {e}") from e
 
 
+#: the text of each line of a chunk that cannot be decoded (U+FFFD, as for bytes that
+#: are not UTF-8)
+UNREADABLE_LINE = "\ufffd".encode()
+
+
+def _readable(code: int, data: bytes | None, lines: int) -> bytes:
+    # A damaged chunk (another writer, a codec we lack) reads as lines of U+FFFD, so
+    # that one chunk neither fails nor shifts the lines of the whole log.
+    try:
+        return decompress(code, data)
+    except CorruptChunk:
+        return b"\n".join([UNREADABLE_LINE] * max(1, lines))
+
+
 def iter_chunks(conn: sa.Connection, logid: int, first: int = 0,
                 last: int | None = None, batch: int = BATCH) -> Iterator[tuple[int, bytes]]:
     """``(first_line, text)`` of the chunks holding lines ``first..last`` in line order,
-    read ``batch`` chunks per query so that memory does not grow with the log."""
+    read ``batch`` chunks per query so that memory does not grow with the log. A chunk
+    that cannot be decoded is one U+FFFD per line."""
     lc = s.logchunks
     # Start at the chunk that holds line ``first``, then walk the (logid, first_line)
     # index forward: each query reads only its batch, whatever the size of the log.
@@ -125,7 +140,7 @@ def iter_chunks(conn: sa.Connection, logid: int, first: int = 0,
         rows = conn.execute(stmt).all()
         for first_line, last_line, content, compressed in rows:
             if last_line >= first:
-                yield first_line, decompress(compressed, content)
+                yield first_line, _readable(compressed, content, last_line - first_line + 1)
         if len(rows) < batch:
             return
         cursor = rows[-1][0] + 1

@@ -27,8 +27,10 @@ CLOSED = "the database is closed: its service has stopped"
 
 
 class DatabaseUnavailable(Exception):
-    """The database kept failing with transient errors for longer than the retry budget,
-    or a write's commit failed so that its outcome is unknown."""
+    """The database cannot answer now: it kept failing with transient errors for longer
+    than the retry budget, it cannot be opened or read (a server that is down, a file
+    that is gone or damaged, a schema that is missing), or a write's commit failed so
+    that its outcome is unknown. Clients may try again later (HTTP 503)."""
 
 
 class _CommitFailed(Exception):
@@ -37,6 +39,18 @@ class _CommitFailed(Exception):
     def __init__(self, error: sa.exc.DBAPIError) -> None:
         super().__init__(str(error.orig))
         self.error = error
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether an error says that the database cannot be used right now, rather than
+    that a statement is wrong: a failed connection or operation (``OperationalError``,
+    ``InterfaceError``), a file that is not a database or is damaged (the driver's bare
+    ``DatabaseError``), or the pool's own timeout and disconnection errors. Errors of a
+    statement (``ProgrammingError``, ``IntegrityError``, ``DataError``...) are not."""
+    if isinstance(error, (sa.exc.TimeoutError, sa.exc.DisconnectionError)):
+        return True
+    return (isinstance(error, (sa.exc.OperationalError, sa.exc.InterfaceError))
+            or type(error) is sa.exc.DatabaseError)
 
 
 def is_transient(error: sa.exc.DBAPIError) -> bool:
@@ -70,7 +84,7 @@ class DBThreadPool:
     """
 
     def __init__(self, engine: sa.Engine, *, size: int, reactor: Any = None,
-                 retry_seconds: float = 30.0, name: str = "buildbot_rest-db") -> None:
+                 retry_seconds: float = 5.0, name: str = "buildbot_rest-db") -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
@@ -85,6 +99,10 @@ class DBThreadPool:
         self._stopped = False
         #: streams whose thread may still be running, cancelled by :meth:`stop`
         self._streams: set[ThreadStream] = set()
+        #: False while the database is unavailable: then work is tried once, not
+        #: retried, so that every caller is answered at once, and the outage is logged
+        #: once when it starts and once when it ends
+        self.healthy = True
 
     def start(self) -> None:
         """Start the threads (again, after a stop)."""
@@ -113,27 +131,51 @@ class DBThreadPool:
             return defer.fail(DatabaseUnavailable(CLOSED))
         return threads.deferToThreadPool(self._reactor, self._pool, fn, *args, **kw)
 
-    def _retrying(self, fn: Callable[[], T]) -> T:
-        deadline = time.monotonic() + self.retry_seconds
+    def _retrying(self, fn: Callable[[], T], *, proves: bool = True) -> T:
+        # ``proves``: whether fn's success shows that the database answers (a
+        # connection from the pool alone does not).
+        # While the database is down, one try: callers are answered at once.
+        deadline = time.monotonic() + (self.retry_seconds if self.healthy else 0.0)
         delay = 0.05
         while True:
             try:
-                return fn()
+                result = fn()
             except _CommitFailed as e:
                 raise DatabaseUnavailable(
                     f"the database failed while committing a write, which may or may not "
                     f"have been saved: {e.error.orig}") from e.error
-            except sa.exc.DBAPIError as e:
-                if not is_transient(e):
+            except (sa.exc.DBAPIError, sa.exc.TimeoutError, sa.exc.DisconnectionError) as e:
+                transient = isinstance(e, sa.exc.DBAPIError) and is_transient(e)
+                if not transient and not is_unavailable(e):
                     raise
-                if time.monotonic() + delay > deadline:
-                    raise DatabaseUnavailable(
-                        f"database still failing after {self.retry_seconds:g}s: {e.orig}"
-                    ) from e
+                if not transient or time.monotonic() + delay > deadline:
+                    raise self.unavailable(e) from e
                 log.warn("transient database error, retrying in {delay:.2f}s: {err}",  # noqa: G010
-                         delay=delay, err=e.orig)
+                         delay=delay, err=_cause(e))
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0) * (1 + random.random() / 10)
+            else:
+                if proves:
+                    self.available()
+                return result
+
+    def unavailable(self, error: BaseException) -> DatabaseUnavailable:
+        """The :class:`DatabaseUnavailable` for an error that :func:`is_unavailable`
+        accepts; the start of an outage is logged (once, with its cause)."""
+        if self.healthy:
+            self.healthy = False
+            log.error("the database is unavailable: {cause}; answering 503 until it "
+                      "answers again", cause=_cause(error))
+            # Pooled connections may hold state of what failed (a file since replaced,
+            # a server since restarted): the next work opens new ones.
+            self.engine.dispose()
+        return DatabaseUnavailable(f"the database is unavailable: {_cause(error)}")
+
+    def available(self) -> None:
+        """The database answered: the end of an outage is logged (once)."""
+        if not self.healthy:
+            self.healthy = True
+            log.info("the database answers again")
 
     def run_sync(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         """Run ``fn(conn, *args)`` in this thread, with retries (for reads, tools and
@@ -199,9 +241,28 @@ class DBThreadPool:
                      generate: Callable[[sa.Connection], Iterator[Any]]) -> None:
         # Connecting is retried; the generator is not (its pieces may be out already).
         try:
-            conn = self._retrying(self.engine.connect)
+            conn = self._retrying(self.engine.connect, proves=False)
         except Exception:  # noqa: BLE001 - handed to the stream's consumer
             stream.end_with(Failure())
             return
         with conn:
-            stream.run(conn, generate)
+            stream.run(conn, lambda c: self._guarded(c, generate))
+
+    def _guarded(self, conn: sa.Connection,
+                 generate: Callable[[sa.Connection], Iterator[Any]]) -> Iterator[Any]:
+        # A database that fails in the middle of a stream is unavailable, like one that
+        # fails before it.
+        try:
+            yield from generate(conn)
+        except (sa.exc.DBAPIError, sa.exc.TimeoutError, sa.exc.DisconnectionError) as e:
+            if not is_unavailable(e):
+                raise
+            raise self.unavailable(e) from e
+        self.available()
+
+
+def _cause(error: BaseException) -> str:
+    """An error's first line, without SQLAlchemy's background link."""
+    orig = getattr(error, "orig", None) or error
+    text = str(orig).strip()
+    return text.splitlines()[0] if text else type(orig).__name__

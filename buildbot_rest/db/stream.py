@@ -87,6 +87,13 @@ class ThreadStream:
         else:
             self._pending.append(piece)
 
+    async def first(self) -> None:
+        """Wait for the first piece without taking it (:meth:`next` gives it): a stream
+        that fails before its first piece raises here, before anything is written."""
+        piece = await self.next()
+        if not self._cancelled:
+            self._pending.appendleft(_DONE if piece is None else piece)
+
     def next(self) -> defer.Deferred[Any]:
         """The next piece; ``None`` at the end. A failure in the generator is raised."""
         if self._cancelled:

@@ -13,15 +13,16 @@ from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPullProducer, IPushProducer
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
 
 from buildbot_rest.data.base import Kind
 from buildbot_rest.data.connector import DataConnector
-from buildbot_rest.data.errors import ApiError, BadRequest
+from buildbot_rest.data.errors import ApiError, BadRequest, ServiceUnavailable
 from buildbot_rest.data.rawdata import RawData
 from buildbot_rest.data.reads import Collection, CollectionStream
 from buildbot_rest.data.resultspec import ResultSpec, group, parse_query_string
@@ -29,6 +30,10 @@ from buildbot_rest.www import encoding
 from buildbot_rest.www.headers import DOWNLOAD_POLICY
 
 log = Logger()
+
+#: the most bytes of an answer written at once: more waits until the transport has taken
+#: what it has (the size of Twisted's buffer of a connection)
+SLICE = 1 << 16
 
 class Responder:
     """Writes one response: headers, optional compression, HEAD without a body."""
@@ -40,11 +45,23 @@ class Responder:
         #: bytes a HEAD response would have had, when their length was not known upfront
         self._head_length: int | None = None
         self._on_gone: list[Callable[[], None]] = []
-        self.disconnected = False
+        self._lost = False
+        self._finished = False
         request.notifyFinish().addErrback(self._gone)
 
+    @property
+    def disconnected(self) -> bool:
+        """Whether the connection was lost before the response was done. Known at once
+        from the request and its transport: the request's notice (:meth:`_gone`) may
+        come only after other callbacks of the same loss have run (the transport stops
+        its producer first), some of which go on to this response."""
+        if self._lost or self._finished:
+            return self._lost
+        channel = getattr(self.request, "channel", None)
+        return channel is None or bool(getattr(channel.transport, "disconnected", False))
+
     def _gone(self, _failure: Any) -> None:
-        self.disconnected = True
+        self._lost = True
         hooks, self._on_gone = self._on_gone, []
         for hook in hooks:
             hook()
@@ -100,21 +117,28 @@ class Responder:
             tail = self._encoder.flush()
             if tail:
                 self.request.write(tail)
+        self._finished = True
         self.request.finish()
 
     def send(self, status: int, body: bytes, content_type: bytes = encoding.JSON_TYPE,
              headers: dict[bytes, bytes] | None = None) -> None:
         self.start(status, content_type, length=len(body), headers=headers)
-        if self._encoder is not None and not self.disconnected:
-            # A whole body is compressed at once and sent with its length, not chunked.
-            data = self._encoder.compress(body) + self._encoder.flush()
-            self._encoder = None
-            self.request.setHeader(b"content-length", str(len(data)).encode())
-            self.request.write(data)
-            self.request.finish()
+        if self.disconnected:
             return
-        self.write(body)
-        self.finish()
+        if self._encoder is not None:
+            # A whole body is compressed at once and sent with its length, not chunked.
+            body = self._encoder.compress(body) + self._encoder.flush()
+            self._encoder = None
+            self.request.setHeader(b"content-length", str(len(body)).encode())
+        if self.head or len(body) <= SLICE:
+            self.write(body)
+            self.finish()
+            return
+        # A slice at a time, as the transport takes them: what waits for a slow client
+        # stays here, and one that takes nothing keeps the transport paused (which the
+        # standalone server's connection cuts after its client_timeout).
+        self._finished = True
+        _Slices(self.request, body).start()
 
 
 def error_body(message: str) -> bytes:
@@ -190,8 +214,21 @@ class RestResource(Resource):
             if responder.disconnected:
                 return
             if request.startedWriting:
-                raise
-            responder.send(e.status, error_body(e.message))
+                if e.status != 503:
+                    raise
+                # The database failed in the middle of an answer (the outage itself is
+                # logged once by the database layer): cut the response so that the
+                # client sees it is incomplete.
+                log.warn(  # noqa: G010 - twisted.logger has no warning()
+                    "answer to {uri} cut short: {message}", uri=request.uri,
+                    message=e.message)
+                if request.channel is not None:
+                    request.channel.loseConnection()
+                return
+            headers = None
+            if isinstance(e, ServiceUnavailable) and e.retry_after is not None:
+                headers = {b"retry-after": str(e.retry_after).encode()}
+            responder.send(e.status, error_body(e.message), headers=headers)
 
     def path_of(self, request: Request) -> tuple[str, ...]:
         """The path below ``/api/v2`` as text segments; 400 when it is not UTF-8."""
@@ -312,27 +349,125 @@ class _Pieces(Protocol):
 async def _send_pieces(responder: Responder, producer: IPushProducer, source: _Pieces,
                        start: Callable[[], None], encode: Callable[[Any], bytes],
                        closing: Callable[[], bytes]) -> None:
-    """Write ``source``'s pieces as they come, under the transport's flow control; a
-    client that goes away cancels the source. The response is finished only when the
-    source came to its own end, and ``source`` is closed in every case."""
+    """Write ``source``'s pieces as they come, under the transport's flow control: a
+    piece is written once the transport has taken the ones before. A client that goes
+    away cancels the source. The response is finished only when the source came to its
+    own end, and ``source`` is closed in every case.
+
+    A connection lost meanwhile (the client went away, or a stop cut it) is the normal
+    end of a long answer: it is said in one info line, without a traceback."""
     if responder.disconnected:
         await source.close()
         return
-    _register(responder, producer)
-    responder.on_disconnect(source.cancel)
+    flow = _FlowControl(producer)
+    _register(responder, flow)
+
+    def gone() -> None:
+        source.cancel()
+        flow.release()
+    responder.on_disconnect(gone)
     try:
         start()
         while (piece := await source.next()) is not None:
-            responder.write(encode(piece))
+            data = encode(piece)
+            for at in range(0, len(data), SLICE):
+                if responder.disconnected:
+                    break
+                responder.write(data[at:at + SLICE])
+                await flow.taken()
             source.consumed()
         if responder.disconnected or source.cancelled:
             # (the transport stops its producer before the request hears of the loss)
+            _ended_early(responder)
             return
         responder.write(closing())
     finally:
         _unregister(responder)
         await source.close()
     responder.finish()
+
+
+@implementer(IPullProducer)
+class _Slices:
+    """Writes a whole body a :data:`SLICE` at a time, each when the transport asks for
+    more (Twisted's pull producers), then finishes the request."""
+
+    def __init__(self, request: Request, body: bytes) -> None:
+        self._request: Request | None = request
+        self._body = memoryview(body)
+
+    def start(self) -> None:
+        assert self._request is not None
+        self._request.registerProducer(self, False)
+
+    def resumeProducing(self) -> None:
+        request = self._request
+        if request is None:
+            return
+        piece, self._body = self._body[:SLICE], self._body[SLICE:]
+        request.write(piece.tobytes())
+        if not self._body:
+            self._request = None
+            request.unregisterProducer()
+            request.finish()
+
+    def stopProducing(self) -> None:
+        # (the connection was lost: the request is not finished)
+        self._request = None
+        self._body = memoryview(b"")
+
+
+@implementer(IPushProducer)
+class _FlowControl:
+    """The producer a streamed answer registers on its request: it pauses and resumes
+    the source as the transport asks, and lets the writer wait until the transport has
+    taken what it has. What a slow client has not taken then stays in the source's
+    window, and a client that takes nothing keeps the transport paused (which the
+    standalone server's connection cuts after its ``client_timeout``)."""
+
+    def __init__(self, source: IPushProducer) -> None:
+        self._source = source
+        self._paused = False
+        self._waiting: defer.Deferred[None] | None = None
+
+    def taken(self) -> defer.Deferred[None]:
+        """Fires once the transport is not paused (at once if it is not)."""
+        if not self._paused:
+            return defer.succeed(None)
+        if self._waiting is None:
+            self._waiting = defer.Deferred()
+        return self._waiting
+
+    def release(self) -> None:
+        """Let a writer waiting in :meth:`taken` go on."""
+        d, self._waiting = self._waiting, None
+        if d is not None:
+            d.callback(None)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self._source.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._source.resumeProducing()
+        self.release()
+
+    def stopProducing(self) -> None:
+        self._source.stopProducing()
+        self.release()
+
+
+def _ended_early(responder: Responder) -> None:
+    request = responder.request
+    uri = request.uri.decode("ascii", "replace")
+    if responder.disconnected:
+        log.info("connection lost during the answer to {uri}: its reading stopped", uri=uri)
+        return
+    # The read was cancelled under a connected client (the database is stopping): cut
+    # the response, so that the client sees it is incomplete.
+    log.warn("answer to {uri} cut short: its read was cancelled", uri=uri)  # noqa: G010
+    request.loseConnection()
 
 
 def _register(responder: Responder, producer: IPushProducer) -> None:
@@ -342,5 +477,5 @@ def _register(responder: Responder, producer: IPushProducer) -> None:
 
 def _unregister(responder: Responder) -> None:
     # A request whose client has gone has no channel left to unregister from.
-    if responder.request.channel is not None:
+    if getattr(responder.request, "channel", None) is not None:
         responder.request.unregisterProducer()

@@ -17,40 +17,50 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
-from buildbot_rest.config import Config, derive_base_url
+from buildbot_rest.config import (
+    DEFAULT_CLIENT_TIMEOUT,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    Config,
+    derive_base_url,
+)
 from buildbot_rest.data.connector import DataConnector
-from buildbot_rest.processes import ServerProcesses, process_config
+from buildbot_rest.processes import KILL_MARGIN, ServerProcesses, process_config
 from buildbot_rest.www.app import WebApp
+from buildbot_rest.www.channel import ABORT_AFTER, ApiChannel, Connections, Drain, origin_form
 from buildbot_rest.www.headers import set_common_headers
 from buildbot_rest.www.rest import UserSource
 
 log = Logger()
 
-#: How long a stop waits for requests in flight before it cuts their connections.
-SHUTDOWN_TIMEOUT = 10.0
+#: How long a stop waits for requests in flight before it cuts their connections (the
+#: default of ``Config.shutdown_timeout``).
+SHUTDOWN_TIMEOUT = DEFAULT_SHUTDOWN_TIMEOUT
 #: How long it then waits for the cut connections to be closed.
-ABORT_TIMEOUT = 5.0
+ABORT_TIMEOUT = ABORT_AFTER
 
 
 class WebService(MultiService):
     """The web application of one server, as a service.
 
     It always counts the requests in flight, so that a stop waits for them (up to
-    ``shutdown_timeout`` seconds). Standalone, it also listens on ``config.port`` (or
-    serves an inherited listening socket, in a server's other process), writes the
-    access log, and starts the other processes ``config.workers`` asks for.
+    ``shutdown_timeout`` seconds, ``config.shutdown_timeout`` unless given). Standalone,
+    it also listens on ``config.port`` (or serves an inherited listening socket, in a
+    server's other process), writes the access log, and starts the other processes
+    ``config.workers`` asks for; its stop then waits for every connection to have sent
+    its answer, and for the other processes to stop (each does the same).
     """
 
     name = "www"
 
     def __init__(self, config: Config, connector: DataConnector, *, reactor: Any,
-                 auth: UserSource | None = None, shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+                 auth: UserSource | None = None, shutdown_timeout: float | None = None,
                  inherited_socket: tuple[int, int] | None = None,
                  access_file: AccessLogFile | None = None) -> None:
         super().__init__()
         self.config = config
         self.connector = connector
-        self.shutdown_timeout = shutdown_timeout
+        self.shutdown_timeout = (config.shutdown_timeout if shutdown_timeout is None
+                                 else shutdown_timeout)
         self._reactor = reactor
         self._requests = InFlight(reactor)
         self.root: Resource = Tracked(WebApp(connector, auth=auth).resource(), self._requests)
@@ -59,11 +69,15 @@ class WebService(MultiService):
         self._access_file = access_file
         self._adopted: IListeningPort | None = None
         self._listener: Listener | None = None
-        self.site: Site | None = None
+        self.site: ApiSite | None = None
         #: the server's other processes, once listening (``config.workers`` > 1)
         self.processes: ServerProcesses | None = None
         #: the port listened on, once listening
         self.port: IListeningPort | None = None
+        #: once stopped: the URIs of the answers the stop cut short in this process, and
+        #: the numbers of the other processes that did not stop cleanly
+        self.cut: list[str] = []
+        self.workers_cut: list[int] = []
 
     def resource(self) -> IResource:
         """What to mount at ``/api`` of a site of one's own."""
@@ -72,13 +86,13 @@ class WebService(MultiService):
     def startService(self) -> None:
         if self._inherited is not None and self._adopted is None:
             self.site = ApiSite(self.root, self.config.access_log, self._access_file,
-                                self._reactor)
+                                self._reactor, timeout=self.config.client_timeout)
             fileno, family = self._inherited
             os.set_blocking(fileno, False)  # a blocking accept would stall the reactor
             self._adopted = self._reactor.adoptStreamPort(fileno, family, self.site)
         elif self.config.port is not None and self._listener is None:
             self.site = ApiSite(self.root, self.config.access_log, self._access_file,
-                                self._reactor)
+                                self._reactor, timeout=self.config.client_timeout)
             self._listener = Listener(self.config.port, self.site, self._reactor,
                                       self._listening)
             self._listener.setServiceParent(self)
@@ -110,19 +124,38 @@ class WebService(MultiService):
         if self._adopted is not None:
             await defer.maybeDeferred(self._adopted.stopListening)
             self._adopted = None
+        workers: defer.Deferred[list[int]] | None = None
         if self.processes is not None:
-            await self.processes.stop()  # each finishes its requests
+            # They stop meanwhile, each as this one does and within the same bound.
+            workers = defer.ensureDeferred(self.processes.stop(
+                self.shutdown_timeout + ABORT_TIMEOUT + KILL_MARGIN))
             self.processes = None
+        connections = self.site.connections if self.site is not None else None
+        if connections is not None:
+            # An idle connection closes now, one that answers once its answer is sent.
+            connections.close_when_done()
         pending = len(self._requests)
         if pending:
-            log.info("waiting for {n} requests in flight", n=pending)
-        if not await self._requests.drained(self.shutdown_timeout):
+            log.info("waiting up to {t:g}s for {n} answers in flight",
+                     t=self.shutdown_timeout, n=pending)
+        if not await self._drained(connections, self.shutdown_timeout):
             # Cut them: an answer that streams holds a database thread until its client
-            # reads it or goes away, and the database cannot close under it.
-            cut = self._requests.abort()
+            # reads it or goes away, and the database cannot close under it; an answer
+            # written whole may still be on its way to a client that does not read it.
+            self.cut = connections.abort() if connections is not None else []
+            self.cut += self._requests.abort(connections)
             log.warn("{n} answers still running after {t:g}s were cut: {uris}",  # noqa: G010
-                     n=len(cut), t=self.shutdown_timeout, uris=", ".join(cut))
-            await self._requests.drained(ABORT_TIMEOUT)
+                     n=len(self.cut), t=self.shutdown_timeout, uris=", ".join(self.cut))
+            await self._drained(connections, ABORT_TIMEOUT)
+        if workers is not None:
+            self.workers_cut = await workers
+
+    async def _drained(self, connections: Connections | None, timeout: float) -> bool:
+        """Whether no request is in flight and no connection open within ``timeout``."""
+        waits: list[defer.Deferred[Any]] = [self._requests.drained(timeout)]
+        if connections is not None:
+            waits.append(connections.drained(timeout))
+        return all(await defer.gatherResults(waits))
 
 
 class AccessLogFile:
@@ -165,7 +198,17 @@ class AccessLogFile:
 class ApiRequest(Request):
     """A request of the standalone site. Its answer carries the headers of every answer
     (:func:`~buildbot_rest.www.headers.set_common_headers`) even when Twisted writes it
-    without asking a resource (``OPTIONS *``, RFC 9110 9.3.7)."""
+    without asking a resource (``OPTIONS *``, RFC 9110 9.3.7). An absolute-form target
+    (``GET http://host/api/v2 HTTP/1.1``, as sent to a proxy) is read as its path, with
+    its host in place of the ``Host`` header (RFC 9112 3.2.2)."""
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        absolute = origin_form(path)
+        if absolute is not None:
+            authority, path = absolute
+            if authority:
+                self.requestHeaders.setRawHeaders(b"host", [authority])
+        super().requestReceived(command, path, version)
 
     def write(self, data: bytes) -> None:
         if not self.startedWriting:
@@ -176,16 +219,31 @@ class ApiRequest(Request):
 class ApiSite(Site):
     """The standalone server's site. Its access log goes to the server's log ("-", as
     Twisted's default), nowhere ("off"), or to a file written in blocks and flushed every
-    second: far cheaper per request than a line through the logging system."""
+    second: far cheaper per request than a line through the logging system.
+
+    Its connections are :class:`~buildbot_rest.www.channel.ApiChannel` (HTTP/1.1, with
+    the limits and the ``timeout`` of a client there), kept in :attr:`connections` so
+    that a stop can wait for them."""
+
+    protocol = ApiChannel  # type: ignore[assignment]
 
     def __init__(self, resource: IResource, access_log: str, access_file: Any,
-                 reactor: Any) -> None:
-        super().__init__(resource, requestFactory=ApiRequest)
+                 reactor: Any, *, timeout: float | None = None) -> None:
+        super().__init__(resource, requestFactory=ApiRequest, reactor=reactor,
+                         timeout=timeout if timeout is not None else DEFAULT_CLIENT_TIMEOUT)
+        #: the open connections
+        self.connections = Connections(reactor)
         self.noisy = False
         self._access_log = access_log
         self._access_file = access_file
         self._flusher: task.LoopingCall | None = None
         self._clock = reactor
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        if isinstance(channel, ApiChannel):
+            channel.connections = self.connections
+        return channel
 
     def startFactory(self) -> None:
         super().startFactory()
@@ -242,52 +300,30 @@ class Listener(Service):
         return d.addCallback(stop)
 
 
-class InFlight:
+class InFlight(Drain[Request]):
     """The requests being answered, and a way to wait until there are none."""
 
-    def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-        self._requests: set[Request] = set()
-        self._waiters: list[defer.Deferred[bool]] = []
-
-    def __len__(self) -> int:
-        return len(self._requests)
-
     def add(self, request: Request) -> None:
-        self._requests.add(request)
+        super().add(request)
         request.notifyFinish().addBoth(self._done, request)
 
     def _done(self, _result: Any, request: Request) -> None:
-        self._requests.discard(request)
-        if not self._requests:
-            waiters, self._waiters = self._waiters, []
-            for waiter in waiters:
-                if not waiter.called:
-                    waiter.callback(True)
+        self.discard(request)
 
-    def abort(self) -> list[str]:
-        """Close the connection of every request in flight, at once; their URIs."""
+    def abort(self, cut_already: Connections | None = None) -> list[str]:
+        """Close the connection of every request in flight, at once (but those of the
+        connections ``cut_already``); their URIs."""
         cut = []
-        for request in list(self._requests):
+        done = set(cut_already or ())
+        for request in self:
+            channel = getattr(request, "channel", None)
+            if channel in done:
+                continue
             cut.append(request.uri.decode("ascii", "replace"))
-            transport = getattr(request.channel, "transport", None)
+            transport = getattr(channel, "transport", None)
             if transport is not None:
                 transport.abortConnection()
         return cut
-
-    def drained(self, timeout: float) -> defer.Deferred[bool]:
-        """Fires with True once no request is in flight, or False after ``timeout``."""
-        if not self._requests:
-            return defer.succeed(True)
-        waiter: defer.Deferred[bool] = defer.Deferred()
-        self._waiters.append(waiter)
-
-        def expire() -> None:
-            if not waiter.called:
-                waiter.callback(False)
-        call = self._reactor.callLater(timeout, expire)
-        waiter.addBoth(lambda r: (call.active() and call.cancel(), r)[1])
-        return waiter
 
 
 class Tracked(Resource):

@@ -238,7 +238,8 @@ async def test_events_that_fail_to_list_publish_nothing(connector: DataConnector
 @pytest_twisted.ensureDeferred
 async def test_reads_and_writes_after_a_stop_fail_at_once_and_work_after_a_restart(
         connector: DataConnector) -> None:
-    from buildbot_rest.db import DatabaseUnavailable
+    # the data API's 503, which tells when to try again
+    from buildbot_rest.data.errors import ServiceUnavailable as DatabaseUnavailable
 
     connector.db.stop()
     with pytest.raises(DatabaseUnavailable, match="closed"):

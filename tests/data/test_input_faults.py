@@ -343,3 +343,52 @@ async def test_a_number_is_a_step_number_before_a_step_name(own_connector: DataC
     assert step["stepid"] == first["stepid"]
     items, _ = await c.get(f"builds/{buildid}/steps", {"name": str(first["number"])})
     assert [i["stepid"] for i in items] == [second["stepid"]]
+
+
+# -- what a program may hand the embedding API ------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_a_program_s_odd_values_are_the_data_api_s_errors(connector: DataConnector
+                                                                ) -> None:
+    lone = "\udcff"  # a lone surrogate: a Python string, but no text
+    for path, query, error in (
+            ("builds", {"state_string": lone}, InvalidQuery),
+            ("builds", {"state_string__ne": lone}, InvalidQuery),
+            ("builds", {"property": lone}, InvalidQuery),
+            ("workers", {"name": lone}, InvalidQuery),
+            (("builders", lone), None, InvalidPath),
+            (("builds", "1", "steps", lone), None, InvalidPath),
+            ("builds", {1: "1"}, InvalidQuery),
+            ("builds", {b"limit": "1"}, InvalidQuery),
+            (("builds", 1), None, InvalidPath),
+            (("builds", None), None, InvalidPath),
+            (("builds", b"1"), None, InvalidPath),
+    ):
+        with pytest.raises(error):
+            await connector.get(path, query)  # type: ignore[arg-type]
+
+
+def test_limit_and_offset_are_plain_digits(connector: DataConnector) -> None:
+    endpoint, _ = connector.match(("builds",))
+    for name in ("limit", "offset"):
+        for text in ("\uff13", "1_0", " 3", "+3", "3 ", "0x3", "1e3", ""):
+            with pytest.raises(InvalidQuery) as e:
+                connector.parse_spec(endpoint, {name: [text]})
+            assert e.value.message == f"invalid {name}", text
+        with pytest.raises(InvalidQuery) as e:
+            connector.parse_spec(endpoint, {name: ["-3"]})
+        assert e.value.message == f"invalid {name}: must not be negative"
+        assert getattr(connector.parse_spec(endpoint, {name: ["0030"]}), name) == 30
+
+
+def test_no_order_on_json_text_or_bytes(connector: DataConnector) -> None:
+    for path, name, kind in ((("builds", "1", "property_list"), "value", "a JSON object"),
+                             (("builds", "1", "data"), "value", "bytes")):
+        endpoint, _ = connector.match(path)
+        with pytest.raises(InvalidQuery) as e:
+            connector.parse_spec(endpoint, {"order": [f"-{name}"]})
+        assert e.value.message == (f"invalid order -{name}: {name!r} is {kind}, which "
+                                   "has no order")
+    # property list values still filter as text (docs/compatibility.rst, properties)
+    endpoint, _ = connector.match(("builds", "1", "property_list"))
+    assert connector.parse_spec(endpoint, {"value__contains": ["x"]}).filters

@@ -1,4 +1,4 @@
-"""The path matcher (protocol.md §1.5, COMPAT #5, #23)."""
+"""The path matcher (upstream protocol §1.5, COMPAT #5, #23)."""
 
 from __future__ import annotations
 

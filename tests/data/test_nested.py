@@ -1,5 +1,5 @@
 """The nested forms of a path (upstream's bug #3427): every sub-path of a build, a step or
-a log exists under each way of naming it (COMPAT.md #28), with the same endpoint; and
+a log exists under each way of naming it (compatibility #28), with the same endpoint; and
 ``application.spec`` lists them. These read only the declarations: no database.
 
 The answers of the forms are compared over HTTP in tests/www/test_nested_paths.py."""
@@ -27,7 +27,7 @@ STEPS = (
 )
 LOGS = ("/logs/n:logid", *(f"{step}/logs/i:log_slug" for step in STEPS))
 
-#: the patterns upstream 4.3.0 lacks, which the rule above adds (resources.md section 2)
+#: the patterns upstream 4.3.0 lacks, which the rule above adds (upstream resources section 2)
 ADDED = {
     "builders/n:builderid/builds/n:build_number/property_list": "_property",
     "builders/n:builderid/builds/n:build_number/test_result_sets": "test_result_set",

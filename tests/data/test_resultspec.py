@@ -1,4 +1,4 @@
-"""Parsing query strings into ResultSpecs (protocol.md §2, COMPAT #3, #4, #25)."""
+"""Parsing query strings into ResultSpecs (upstream protocol §2, COMPAT #3, #4, #25)."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ thread, transactions, retries of transient errors)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -22,8 +23,11 @@ from tests.schemadiff import describe
 
 @pytest.fixture
 def database(db_url: str) -> Iterator[Database]:
-    """A :class:`Database` over an empty database of this test's own, on each backend."""
+    """A :class:`Database` over an empty database of this test's own, on each backend
+    (an SQLite file of no bytes is an empty database)."""
     db = Database(db_url)
+    if db.sqlite_file is not None:
+        open(db.sqlite_file, "wb").close()
     yield db
     db.stop()
 
@@ -69,6 +73,17 @@ def drop_object_state(conn: sa.Connection) -> None:
 # -- schema status ------------------------------------------------------------------------
 
 def test_empty(database: Database) -> None:
+    path = database.sqlite_file
+    if path is not None:
+        # a missing file is not an empty database: nothing creates it but prepare_sync
+        os.remove(path)
+        with pytest.raises(DatabaseError, match="no such database file; create it with "
+                           "`buildbot-rest create-db"):
+            database.status_sync()
+        with pytest.raises(DatabaseError, match="no such database file"):
+            database.prepare_sync(create=False)
+        assert not os.path.exists(path)
+        open(path, "wb").close()
     status = database.status_sync()
     assert (status.state, status.revision, status.usable) == ("empty", None, False)
 

@@ -115,3 +115,19 @@ def test_strip_stream_prefix_agrees_with_its_definition():
         text = "\n".join(lines)
         expected = "\n".join(line[1:] for line in text.split("\n")).encode()
         assert logchunks.strip_stream_prefix(text.encode()) == expected, text
+
+
+@pytest.mark.parametrize(("compressed", "content"), [(logchunks.GZ, b"\x00\x11\x22\x33"),
+                                                     (7, b"anything"),
+                                                     (logchunks.ZSTD, b"garbage!")])
+def test_a_damaged_chunk_reads_as_its_lines_of_replacement_characters(conn, compressed,
+                                                                     content):
+    lines = [b"o%d" % i for i in range(21)]
+    store(conn, 1, lines, logchunks.GZ)  # chunks of lines 0-6, 7-13, 14-20
+    conn.execute(s.logchunks.update().where(s.logchunks.c.first_line == 7).values(
+        compressed=compressed, content=content))
+    damaged = [b"o%d" % i for i in range(7)] + ["\ufffd".encode()] * 7 + lines[14:]
+    # the lines around it keep their numbers
+    assert logchunks.read_lines(conn, 1, 0, 20) == text(damaged)
+    assert logchunks.read_lines(conn, 1, 9, 15) == text(damaged[9:16])
+    assert b"".join(logchunks.iter_raw(conn, 1, strip=False)) == text(damaged).encode()

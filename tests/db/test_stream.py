@@ -10,7 +10,7 @@ import pytest_twisted
 import sqlalchemy as sa
 from twisted.internet import reactor, threads
 
-from buildbot_rest.db import Database
+from buildbot_rest.db import Database, DatabaseUnavailable
 from buildbot_rest.db.stream import ThreadStream
 
 
@@ -75,6 +75,7 @@ async def test_generator_failure_is_raised():
 @pytest_twisted.ensureDeferred
 async def test_pool_stream_reads_on_a_connection_of_its_own(tmp_path):
     db = Database(f"sqlite:///{tmp_path / 'x.sqlite'}", pool_size=1)
+    db.prepare_sync(create=True)
     db.start()
     try:
         def generate(conn):
@@ -105,7 +106,7 @@ async def test_pool_stream_that_cannot_connect_ends_with_the_error(tmp_path):
             yield conn.execute(sa.select(sa.literal(1))).scalar()
 
         stream = db.pool.stream(generate)
-        with pytest.raises(sa.exc.OperationalError):
+        with pytest.raises(DatabaseUnavailable, match="unable to open database file"):
             await stream.next()
         await stream.close()
     finally:

@@ -2,7 +2,7 @@
 
 :func:`build_queries` reads a few rows of a database filled by ``buildbot_rest.demo`` and
 returns the requests to send to upstream Buildbot and to us: every path pattern of
-resources.md section 2 (with an existing id, and with a missing one), then the query
+upstream resources section 2 (with an existing id, and with a missing one), then the query
 language on the collections (filters with every operator, order, paging, field
 selection, ``property=``), then bad input. The list is deterministic for a given
 database.
@@ -162,7 +162,7 @@ def build_queries(facts: Facts) -> list[Query]:
 
 
 def _paths(facts: Facts) -> list[Query]:
-    """Every path pattern of resources.md section 2, with existing and missing ids."""
+    """Every path pattern of upstream resources section 2, with existing and missing ids."""
     r = facts.row
     b = r["build"]
     bid, num, bldr, bname = b["buildid"], b["number"], b["builderid"], b["buildername"]
@@ -282,7 +282,7 @@ def _paths(facts: Facts) -> list[Query]:
         f"builders/{quote(bname)}/test_result_sets",
         f"builds/{ts['buildid']}/test_result_sets", f"steps/{ts['stepid']}/test_result_sets",
         f"test_result_sets/{ts['setid']}/results", f"test_result_sets/{M}/results",
-        # the singular aliases that COMPAT.md adds (upstream: 404)
+        # the singular aliases that docs/compatibility.rst adds (upstream: 404)
         "builder", f"master/{r['master']['masterid']}",
     ]
     out = [Query(path, "paths") for path in paths]
@@ -513,8 +513,8 @@ def _query_language(facts: Facts) -> list[Query]:
 
 
 def _bad_input(facts: Facts) -> list[Query]:
-    """Malformed requests: each has an error answer (or is ignored, where COMPAT.md says
-    that upstream's choice stays)."""
+    """Malformed requests: each has an error answer (or is ignored, where
+    docs/compatibility.rst says that upstream's choice stays)."""
     bid = facts.row["build"]["buildid"]
     paths = [
         # unknown parameters and fields

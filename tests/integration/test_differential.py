@@ -7,11 +7,11 @@ type (and Content-Disposition) and the body (parsed JSON, or bytes for downloads
 pretty JSON) are compared.
 
 Where they differ, the rules below are tried in turn. Each names a deviation we make on
-purpose, with the item of ``/work/shared/spec/COMPAT.md`` (and so of
-docs/compatibility.rst) that decides it. A rule first checks that our side is what that
-decision promises, then either normalises the part that differs or, where upstream's
-answer is an error we replace (a 500, a silently ignored parameter), skips the
-comparison. One rule is not a deviation but the test's environment: an upstream
+purpose, with the item of the project's table of compatibility decisions, docs/compatibility.rst
+(numbered as docs/compatibility.rst is), that decides it. A rule first checks that our
+side is what that decision promises, then either normalises the part that differs or,
+where upstream's answer is an error we replace (a 500, a silently ignored parameter),
+skips the comparison. One rule is not a deviation but the test's environment: an upstream
 virtualenv without the lz4/zstandard/brotli libraries cannot read logs so compressed.
 
 A rule accounts only for what its decision determines, and checks the rest: where a
@@ -22,7 +22,8 @@ unpaged items as its own paging picks them.
 
 What no rule explains is a mismatch. The summary (identical answers, deviations by rule,
 mismatches by kind) is printed at the end of the run and written, with every mismatch, to
-/tmp/differential-report.txt; the test fails on any mismatch.
+differential-report.txt in the run's temporary directory (pytest's basetemp, whose path the
+summary prints); the test fails on any mismatch.
 
 (The rules live here, beside the test, so that one file says what we compare and what we
 forgive; that makes it longer than our modules usually are.)
@@ -52,16 +53,15 @@ from tests.integration.conftest import TERMINAL_SUMMARY, Servers
 from tests.integration.queries import MISSING, Facts, Query, build_queries
 from tests.integration.upstream_master import BASE_URL
 
-REPORT = Path("/tmp/differential-report.txt")
 #: requests in flight at once (each to both servers)
 CONCURRENCY = 8
 JSON_TYPE = "application/json; charset=utf-8"
 
-#: upstream's filter operators (resources.md 0.4); it ignores any other ``f__op``
+#: upstream's filter operators (upstream resources 0.4); it ignores any other ``f__op``
 UPSTREAM_OPS = {"eq", "ne", "lt", "le", "gt", "ge", "contains", "in", "notin"}
 RANGE_OPS = {"lt", "le", "gt", "ge"}
 #: fields whose filter upstream pops and pushes to SQL itself, keeping one value
-#: (resources.md section 2), by entity type
+#: (upstream resources section 2), by entity type
 POPPED = {
     "build": {"complete", "buildrequestid"},
     "buildset": {"complete"},
@@ -70,12 +70,12 @@ POPPED = {
     "project": {"active"},
     "test_result_set": {"complete"},
 }
-#: nested collections whose parent id upstream leaves untyped (COMPAT.md #23)
+#: nested collections whose parent id upstream leaves untyped (compatibility #23)
 UNTYPED_PARENTS = {("builders", "forceschedulers"), ("buildsets", "sourcestamps")}
 #: collections whose upstream query has no ORDER BY at all: the database picks the order
 UNORDERED_UPSTREAM = {("codebases", "commits"): "commitid",
                       ("codebases", "branches"): "branchid"}
-#: the primary key field of each entity type (our last sort key, COMPAT.md #14)
+#: the primary key field of each entity type (our last sort key, compatibility #14)
 KEYS = {
     "build": "buildid", "buildset": "bsid", "buildrequest": "buildrequestid",
     "builder": "builderid", "change": "changeid", "changesource": "changesourceid",
@@ -187,7 +187,7 @@ class SpecIndex:
         flag = pattern.split(":", 1)[0]
         if flag == "n":
             try:
-                int(value)  # upstream's own test, lax as it is (COMPAT.md #5)
+                int(value)  # upstream's own test, lax as it is (compatibility #5)
             except ValueError:
                 return False
             return True
@@ -371,7 +371,7 @@ class Rule:
     skipped) a part of the difference, after checking what our answer promises."""
 
     name: str
-    reference: str  #: what decides it: the COMPAT.md item (docs/compatibility.rst)
+    reference: str  #: what decides it: the docs/compatibility.rst item (docs/compatibility.rst)
     reason: str
     apply: Callable[[Case], bool]
     #: "deviation" (we differ on purpose), "unordered upstream" (upstream's own order
@@ -417,7 +417,7 @@ def _sort_inner_lists(case: Case, plural: str, key: str) -> bool:
     return changed
 
 
-@rule("buildset-sourcestamp-order", "resources.md 8.17 (upstream's order is not "
+@rule("buildset-sourcestamp-order", "upstream resources 8.17 (upstream's order is not "
       "deterministic)", "upstream fetches a buildset's sourcestamps in parallel, so their "
       "order in 'sourcestamps' changes from one request to the next; compared as sets",
       "unordered upstream")
@@ -425,7 +425,7 @@ def _buildset_sourcestamp_order(case: Case) -> bool:
     return case.entity == "buildset" and _sort_inner_lists(case, "buildsets", "sourcestamps")
 
 
-@rule("worker-configured-on-order", "resources.md 2, workers (ordered by workers.id only)",
+@rule("worker-configured-on-order", "upstream resources 2, workers (ordered by workers.id only)",
       "upstream orders the worker query by worker alone, so the order inside "
       "'configured_on' is the database's (it differs on PostgreSQL); compared as sets",
       "unordered upstream")
@@ -433,7 +433,7 @@ def _worker_configured_on_order(case: Case) -> bool:
     return case.entity == "worker" and _sort_inner_lists(case, "workers", "configured_on")
 
 
-@rule("json-content-type", "COMPAT.md #6",
+@rule("json-content-type", "compatibility #6",
       "every JSON body, errors and pretty JSON included, is labelled application/json; "
       "upstream labels errors and pretty JSON text/plain")
 def _json_content_type(case: Case) -> bool:
@@ -444,7 +444,7 @@ def _json_content_type(case: Case) -> bool:
     return False
 
 
-@rule("no-500", "COMPAT.md #4",
+@rule("no-500", "compatibility #4",
       "where upstream crashes (500) on bad input, a missing entity or path, or an unknown "
       "method, we answer 400, 404 or 501 with a JSON error body")
 def _no_500(case: Case) -> bool:
@@ -508,7 +508,7 @@ def _satisfies(case: Case, item: Any, filters: list[Filter]) -> bool:
     return True
 
 
-@rule("answer-where-upstream-crashes", "COMPAT.md rule 2 and #4",
+@rule("answer-where-upstream-crashes", "docs/compatibility.rst rule 2 and #4",
       "where upstream crashes (500) on a valid request (a None or datetime compared in "
       "Python, a broken endpoint) we answer it; checked: every item passes the filters")
 def _answer_where_upstream_crashes(case: Case) -> bool:
@@ -540,7 +540,7 @@ def _negative_paging(case: Case) -> bool:
                for v in case.param_values(k))
 
 
-@rule("strict-query", "COMPAT.md #3, #25",
+@rule("strict-query", "compatibility #3, #25",
       "an unknown __op, an unknown field in f__op, a range operator with several values, "
       "and a negative limit or offset are a 400 naming the parameter; upstream ignores "
       "them (or answers 404 for a negative log line range)")
@@ -558,7 +558,7 @@ def _refers_to_missing(case: Case) -> bool:
                for s in case.segments)
 
 
-@rule("missing-parent", "COMPAT.md #12",
+@rule("missing-parent", "compatibility #12",
       "a nested collection (or property dict) under a parent that does not exist is 404; "
       "upstream answers 200 with nothing on some of them")
 def _missing_parent(case: Case) -> bool:
@@ -571,7 +571,7 @@ def _missing_parent(case: Case) -> bool:
     return False
 
 
-@rule("plain-digit-ids", "COMPAT.md #5",
+@rule("plain-digit-ids", "compatibility #5",
       "only plain decimal digits are numeric path ids ('+1', '1_0', '-3', ' 1' are not, "
       "though upstream's int() takes them), so such paths are 404")
 def _plain_digit_ids(case: Case) -> bool:
@@ -600,7 +600,7 @@ def _typed_spec(specs: list[Any]) -> list[Any]:
     return sorted(out, key=lambda s: tuple(s["path"].split("/")) if s["path"] else ())
 
 
-@rule("typed-parent-ids", "COMPAT.md #23",
+@rule("typed-parent-ids", "compatibility #23",
       "the ids of /builders/:builderid/forceschedulers and /buildsets/:buildsetid/"
       "sourcestamps are numbers (and may be so in application.spec); upstream passes any "
       "string on to SQL")
@@ -619,7 +619,7 @@ def _typed_parent_ids(case: Case) -> bool:
     return False
 
 
-#: the ways to name a build, a step and a log (resources.md section 2; COMPAT.md #28)
+#: the ways to name a build, a step and a log (upstream resources section 2; compatibility #28)
 NESTED_BUILD_FORMS = ("builds/n:buildid", "builders/n:builderid/builds/n:build_number",
                       "builders/s:buildername/builds/n:build_number")
 NESTED_STEP_FORMS = ("steps/n:stepid", *(f"{build}/steps/{step}" for build in NESTED_BUILD_FORMS
@@ -637,7 +637,7 @@ def _nested_family(path: str) -> str | None:
     return None
 
 
-@rule("nested-forms", "COMPAT.md #28",
+@rule("nested-forms", "compatibility #28",
       "every sub-path of a build, a step or a log exists under each way of naming it "
       "(upstream lacks some: its bug #3427), so application.spec lists more paths; checked: "
       "each added path is another form of a path upstream lists, with the same type")
@@ -665,7 +665,7 @@ def _nested_forms(case: Case) -> bool:
     return True
 
 
-@rule("empty-log-range", "COMPAT.md #30",
+@rule("empty-log-range", "compatibility #30",
       "an empty line range of an existing log (limit=0, an offset at or past its end) is "
       "one chunk with no content, where upstream answers 404; checked: the chunk is that "
       "log's, empty, from the offset asked")
@@ -696,7 +696,7 @@ def _unordered(spec: dict[str, Any]) -> bool:
             or type_spec.get("type") == "list" or "fields" in type_spec)
 
 
-@rule("no-order-on-lists-and-objects", "COMPAT.md #29",
+@rule("no-order-on-lists-and-objects", "compatibility #29",
       "order on a list or JSON object field is a 400 naming it; upstream ignores it or "
       "compares lists as Python does; checked: the 400 names that order and field")
 def _no_order_on_lists_and_objects(case: Case) -> bool:
@@ -729,7 +729,7 @@ def _list_filters(case: Case) -> dict[tuple[str, str], list[str]] | None:
     return dict(found)
 
 
-@rule("list-membership", "COMPAT.md #26",
+@rule("list-membership", "compatibility #26",
       "eq/in on a list field match when the list holds one of the values, ne/notin when "
       "it holds none; upstream compares the whole list with one value; checked: every "
       "item we answer satisfies that, and upstream's answer is the one of whole-list "
@@ -755,7 +755,7 @@ def _names_beyond_upstream(case: Case) -> list[str]:
             if seg and not seg.isdigit() and not UPSTREAM_IDENTIFIER.match(seg)]
 
 
-@rule("any-stored-name", "COMPAT.md #27",
+@rule("any-stored-name", "compatibility #27",
       "identifier path segments take any stored name (a space, a leading digit); "
       "upstream's pattern refuses them as an invalid path; checked: a name that is not "
       "stored is not found, and one that is stored is answered with that name")
@@ -777,7 +777,7 @@ def _any_stored_name(case: Case) -> bool:
     return False
 
 
-@rule("singular-aliases", "COMPAT.md (Also: singular collection names)",
+@rule("singular-aliases", "docs/compatibility.rst (Also: singular collection names)",
       "the singular names (/builder, /master/1, ...) are aliases of the plural paths; "
       "upstream does not know them")
 def _singular_aliases(case: Case) -> bool:
@@ -788,7 +788,7 @@ def _singular_aliases(case: Case) -> bool:
     return False
 
 
-@rule("not-found-message", "COMPAT.md #4, #6",
+@rule("not-found-message", "compatibility #4, #6",
       "the text of a 'not found' error differs: upstream's shows Python reprs of its "
       "internals (ResultSpec(...)); the status and the JSON shape are the same")
 def _not_found_message(case: Case) -> bool:
@@ -800,7 +800,7 @@ def _not_found_message(case: Case) -> bool:
     return False
 
 
-@rule("master-link", "COMPAT.md (Also: embedded master link)",
+@rule("master-link", "docs/compatibility.rst (Also: embedded master link)",
       "an embedded master object carries a 'link' with the master's absolute URL")
 def _master_link(case: Case) -> bool:
     changed = False
@@ -824,7 +824,7 @@ def _master_link(case: Case) -> bool:
     return changed
 
 
-@rule("paging-links", "COMPAT.md (Also: pagination links)",
+@rule("paging-links", "docs/compatibility.rst (Also: pagination links)",
       "a paged collection (limit or offset) carries meta.links (and a Link header)")
 def _paging_links(case: Case) -> bool:
     if not case.paged or collection(case.me) is None or collection(case.up) is None:
@@ -836,7 +836,7 @@ def _paging_links(case: Case) -> bool:
     return False
 
 
-@rule("total-before-paging", "COMPAT.md #1",
+@rule("total-before-paging", "compatibility #1",
       "meta.total is the number of matching items before offset/limit; upstream gives "
       "the page length when it paged in SQL; checked: our total is the length of the "
       "unpaged answer (compared with upstream's)")
@@ -883,7 +883,7 @@ def _sorted_by(items: list[Any], order: list[str], *, nulls_first_ascending: boo
 
 
 def _sorted_as_promised(case: Case, items: list[Any]) -> bool:
-    """Whether ``items`` are in the requested order as COMPAT.md #14 promises: null
+    """Whether ``items`` are in the requested order as compatibility #14 promises: null
     first ascending, last descending, then the primary key (when it is selected)."""
     order = list(case.order)
     key = KEYS.get(case.entity or "")
@@ -926,7 +926,7 @@ def _order_keys(items: list[Any], order: list[str]) -> Counter[str]:
 
 def _order_explains(case: Case, mine: list[Any], theirs: list[Any]) -> bool:
     """Whether our list and upstream's (as upstream meant it) differ only where
-    COMPAT.md #14 decides: the place of nulls, and the order of ties.
+    compatibility #14 decides: the place of nulls, and the order of ties.
 
     Unpaged, both hold the same items. Paged, ours is the requested window of our
     unpaged answer (in its promised order), and upstream's is that window of its own
@@ -961,7 +961,7 @@ def _changeids(items: list[Any]) -> list[Any] | None:
     return None if None in ids else ids
 
 
-@rule("changes-order", "COMPAT.md #2",
+@rule("changes-order", "compatibility #2",
       "/changes honours 'order' exactly and pages newest first without one; upstream "
       "reverses the SQL result after paging it; checked, when paged without 'order': "
       "ours is that page of the changes newest first, upstream's that page of them "
@@ -975,7 +975,7 @@ def _changes_order(case: Case) -> bool:
     reverse = list(reversed(theirs[1]))
     if case.order and (canon(reverse) == canon(mine[1])
                        or _order_explains(case, mine[1], reverse)):
-        # (the second: upstream's reversal also reversed ties and nulls, COMPAT.md #14)
+        # (the second: upstream's reversal also reversed ties and nulls, compatibility #14)
         case.replace_upstream_items(mine[1])
         return True
     if not case.order and case.paged:
@@ -999,7 +999,7 @@ def _changes_order(case: Case) -> bool:
     return False
 
 
-@rule("null-order-and-ties", "COMPAT.md #14",
+@rule("null-order-and-ties", "compatibility #14",
       "null sorts first ascending and last descending on every path, and the primary "
       "key breaks ties; upstream follows the database (nulls last ascending on "
       "PostgreSQL) with no tie-breaker")
@@ -1013,7 +1013,7 @@ def _null_order(case: Case) -> bool:
     return True
 
 
-@rule("primary-key-order", "COMPAT.md #14",
+@rule("primary-key-order", "compatibility #14",
       "without 'order', a collection comes in primary key order; upstream's query for "
       "commits and branches has no ORDER BY, so the database's plan picks the order (and, "
       "paged, the items); checked: ours are the same items in key order, or paged, that "
@@ -1064,7 +1064,7 @@ def _reconcile(case: Case, keeps: Callable[[Any], bool], *, ours_may_have_more: 
     return True
 
 
-@rule("literal-contains", "COMPAT.md #13",
+@rule("literal-contains", "compatibility #13",
       "'contains' is a literal, case-sensitive substring (or list element) test; "
       "upstream uses SQL LIKE on some paths (case-insensitive on SQLite, % and _ "
       "wildcards)")
@@ -1076,7 +1076,7 @@ def _literal_contains(case: Case) -> bool:
         f.name in i for f in tests), ours_may_have_more=False)
 
 
-@rule("null-never-matches", "COMPAT.md #14, #15",
+@rule("null-never-matches", "compatibility #14, #15",
       "a null value matches no comparison but __isnull (SQL's rule, on every path); "
       "upstream's Python filters let null through 'ne' and 'notin'")
 def _null_never_matches(case: Case) -> bool:
@@ -1087,7 +1087,7 @@ def _null_never_matches(case: Case) -> bool:
         f.name in i for f in tests), ours_may_have_more=False)
 
 
-@rule("repeated-values", "COMPAT.md #3 and (Also: /builds?buildrequestid=1&buildrequestid=2)",
+@rule("repeated-values", "compatibility #3 and (Also: /builds?buildrequestid=1&buildrequestid=2)",
       "repeated values of a filter always work; upstream keeps one value, or none, of "
       "the filters it handles itself (complete, buildrequestid, buildsetid, claimed, ...)")
 def _repeated_values(case: Case) -> bool:
@@ -1100,7 +1100,7 @@ def _repeated_values(case: Case) -> bool:
         f.name in i for f in tests), ours_may_have_more=True)
 
 
-@rule("isnull-extension", "COMPAT.md #15",
+@rule("isnull-extension", "compatibility #15",
       "{field}__isnull=true|false filters on null; upstream ignores the unknown operator")
 def _isnull_extension(case: Case) -> bool:
     tests = [f for f in case.filters if f.op == "isnull"]
@@ -1110,7 +1110,7 @@ def _isnull_extension(case: Case) -> bool:
         f.name in i for f in tests), ours_may_have_more=False)
 
 
-@rule("buildrequests-all-rows", "resources.md 8.6 (docs/compatibility.rst, build requests)",
+@rule("buildrequests-all-rows", "upstream resources 8.6 (docs/compatibility.rst, build requests)",
       "build request collections show every request and cut pages after removing "
       "duplicates; upstream hides requests without sourcestamps and cuts pages of its "
       "joined rows (short or shifted pages)")
@@ -1163,7 +1163,7 @@ def _projects_active_distinct(case: Case) -> bool:
     return True
 
 
-@rule("quoted-filename", "COMPAT.md #24",
+@rule("quoted-filename", "compatibility #24",
       "the Content-Disposition filename is quoted (RFC 6266)")
 def _quoted_filename(case: Case) -> bool:
     me, up = case.me.disposition, case.up.disposition
@@ -1377,11 +1377,11 @@ def _describe(case: Case) -> list[str]:
 _REPORTS: dict[str, str] = {}
 
 
-def write_report(backend: str, text: str) -> None:
-    """/tmp/differential-report.txt, with the sections of every backend run so far."""
+def write_report(path: Path, backend: str, text: str) -> None:
+    """The report at ``path``, with the sections of every backend run so far."""
     rules = "\n".join(f"  {r.name} [{r.reference}]: {r.reason}" for r in RULES)
     _REPORTS[backend] = text
-    REPORT.write_text(
+    path.write_text(
         "Differential test: upstream Buildbot 4.3.0 and buildbot_rest over one database\n"
         f"(tests/integration/test_differential.py, {time.strftime('%Y-%m-%d %H:%M:%S')})\n\n"
         f"Rules:\n{rules}\n\n"
@@ -1392,9 +1392,10 @@ def write_report(backend: str, text: str) -> None:
 
 @pytest.mark.upstream
 @pytest_twisted.ensureDeferred
-async def test_same_answers_as_upstream(differential_servers: Servers, tmp_path: Path
-                                        ) -> None:
+async def test_same_answers_as_upstream(differential_servers: Servers, tmp_path: Path,
+                                        tmp_path_factory: pytest.TempPathFactory) -> None:
     servers = differential_servers
+    report = tmp_path_factory.getbasetemp() / "differential-report.txt"  # this run's own
     spec = await fetch(servers.upstream_root, Query("application.spec", "paths"))
     assert spec.status == 200, spec.excerpt()
     setting = Setting(SpecIndex(spec.doc["specs"]), servers.facts, servers.upstream_codecs)
@@ -1405,14 +1406,14 @@ async def test_same_answers_as_upstream(differential_servers: Servers, tmp_path:
     results = await compare_all(servers, queries, setting)
     summary = summarize(servers.backend, results, time.monotonic() - started)
     text = f"{summary}\n\n{details(results) or '(nothing to list)'}\n"
-    write_report(servers.backend, text)
+    write_report(report, servers.backend, text)
     (tmp_path / "differential-report.txt").write_text(text)
-    TERMINAL_SUMMARY.append(f"{summary}\n    (every mismatch: {REPORT})")
+    TERMINAL_SUMMARY.append(f"{summary}\n    (every mismatch: {report})")
     print(summary)
 
     mismatches = sum(1 for _, v in results if v == "mismatch")
     assert mismatches == 0, (f"{mismatches} answers differ from upstream's without a "
-                             f"documented reason (see {REPORT}):\n{summary}")
+                             f"documented reason (see {report}):\n{summary}")
 
 
 # -- the rules themselves: they must explain only what they claim to ------------------
@@ -1543,7 +1544,7 @@ def test_judge_changes_order() -> None:
     ours = _builders("a", "b", "c")
     upstream = _answer(200, {"builders": ours.doc["builders"][::-1], "meta": {"total": 3}})
     assert _judge("builders?order=builderid", upstream, ours)[0] == "mismatch"
-    # but ties in another order are (COMPAT.md #14)
+    # but ties in another order are (compatibility #14)
     tied = _answer(200, {"builders": [{"builderid": 2, "name": "a"},
                                       {"builderid": 1, "name": "a"}], "meta": {"total": 2}})
     ordered = _answer(200, {"builders": tied.doc["builders"][::-1], "meta": {"total": 2}})

@@ -35,7 +35,7 @@ def expected_sourcestamps(api) -> dict[int, dict]:
 
 
 def expected_buildsets(api) -> list[dict]:
-    """Every buildset as upstream shapes it, its source stamps by ssid (COMPAT.md #31)."""
+    """Every buildset as upstream shapes it, its source stamps by ssid (compatibility #31)."""
     stamps = expected_sourcestamps(api)
     links = api.rows(sa.select(bss.c.buildsetid, bss.c.sourcestampid)
                      .order_by(bss.c.sourcestampid))

@@ -13,6 +13,7 @@ are also used by ``tests/www/test_stream.py`` and ``tests/test_service.py``.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -175,6 +176,9 @@ class Watch:
     how far its generator went, when it is paused, when its connection is free."""
 
     def __init__(self, db: Database) -> None:
+        #: when set, each stream's thread waits (holding its connection) until the gate
+        #: opens, or until the stream is cancelled, before it reads anything
+        self.gate: threading.Event | None = None
         self.runs: list[Run] = []
         self._started: list[defer.Deferred[Run]] = []
         self._stream = db.pool.stream
@@ -185,6 +189,13 @@ class Watch:
         run = Run()
 
         def watched(conn: Any) -> Iterator[Any]:
+            gate = self.gate
+            if gate is not None:
+                # (in the database thread) wait for the test, or for a cancel
+                while not gate.wait(0.01):
+                    if run.stream is not None and run.stream._cancelled:
+                        run.closed = True
+                        return
             pieces = generate(conn)
             try:
                 for piece in pieces:
@@ -291,8 +302,9 @@ class Client(Protocol):
     that many bytes."""
 
     def __init__(self, path: str, *, stalled: bool = False, read_first: int = 0,
-                 hang_up_after: int | None = None) -> None:
-        self.request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 hang_up_after: int | None = None, gzip: bool = False) -> None:
+        coding = "Accept-Encoding: gzip\r\n" if gzip else ""
+        self.request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{coding}"
                         "Accept: application/json\r\nConnection: close\r\n\r\n").encode()
         self.stalled = stalled
         self.read_first = read_first
@@ -319,6 +331,12 @@ class Client(Protocol):
     def hang_up(self) -> None:
         if self.transport is not None and self.transport.connected:  # type: ignore[attr-defined]
             self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        """Hang up politely (a FIN, where :meth:`hang_up` resets the connection)."""
+        if self.transport is not None and self.transport.connected:  # type: ignore[attr-defined]
+            self.transport.resumeProducing()
+            self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         self.data += data
@@ -543,3 +561,134 @@ async def test_large_answers_stream(server: Server) -> None:
     assert len(body) == server.data.raw_length
     assert hashlib.sha256(body).hexdigest() == server.data.raw_sha256
     assert len(server.watch.runs) == 2 and server.watch.runs[1].exhausted
+
+
+# -- a client that goes away is no failure --------------------------------------------------
+
+@pytest.fixture
+def logged() -> Iterator[list[dict[str, Any]]]:
+    """The events logged during the test."""
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        yield events
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+
+
+def failures(events: list[dict[str, Any]]) -> list[str]:
+    """The events that report a failure: a traceback, an error, a critical event."""
+    from twisted.logger import LogLevel, formatEvent
+
+    return [formatEvent(e) + str(e.get("log_failure") or "") for e in events
+            if e.get("log_failure") is not None
+            or e.get("log_level") in (LogLevel.error, LogLevel.critical)]
+
+
+def lost_lines(events: list[dict[str, Any]]) -> list[str]:
+    from twisted.logger import formatEvent
+
+    return [line for line in map(formatEvent, events) if "connection lost" in line]
+
+
+@pytest.mark.parametrize("gzip", [False, True], ids=["identity", "gzip"])
+@pytest.mark.parametrize("what", ["collection", "raw log"])
+@pytest_twisted.ensureDeferred
+async def test_hang_up_before_the_answer_starts(server: Server, logged: list[dict[str, Any]],
+                                               what: str, gzip: bool) -> None:
+    """The client goes away while the database thread is still reading the start of the
+    answer: the read stops early and lets go of its connection, and nothing is logged as
+    a failure (a client going away is normal)."""
+    gate = server.watch.gate = threading.Event()
+    client = await connect(server.port, Client(path_of(server, what), gzip=gzip))
+    try:
+        run = await within(server.watch.started(), "the answer starting to be read")
+        client.hang_up()
+        await within(client.closed, "the connection closing")
+        # (the server hears of it on the next turn of the reactor)
+        await task.deferLater(reactor, 0.1, lambda: None)
+    finally:
+        gate.set()
+        client.hang_up()
+    await assert_stopped_early(run)
+    await server.answers_promptly()
+    assert failures(logged) == []
+    assert len(lost_lines(logged)) <= 1
+
+
+@pytest.mark.parametrize("how", ["reset", "close"])
+@pytest.mark.parametrize("gzip", [False, True], ids=["identity", "gzip"])
+@pytest.mark.parametrize("what", ["collection", "raw log"])
+@pytest_twisted.ensureDeferred
+async def test_hang_up_mid_body(server: Server, logged: list[dict[str, Any]], what: str,
+                                gzip: bool, how: str) -> None:
+    """The client goes away (resetting the connection, or closing it) once the answer
+    has begun to arrive, compressed or not: the read stops early, the connection is
+    free, and the server logs at most one info line about it, no failure."""
+    client = await connect(server.port, Client(path_of(server, what), gzip=gzip,
+                                               stalled=True, read_first=A_LITTLE))
+    try:
+        run = await within(server.watch.started(), "the answer starting to stream")
+        await within(client.has_stalled, "the first bytes of the answer")
+        assert not run.exhausted
+        client.hang_up() if how == "reset" else client.close()
+        await within(client.closed, "the connection closing")
+        await assert_stopped_early(run)
+    finally:
+        client.hang_up()
+    await server.answers_promptly()
+    assert failures(logged) == []
+    lines = lost_lines(logged)
+    assert len(lines) == 1 and f"the answer to {path_of(server, what)}" in lines[0], lines
+
+
+@pytest.mark.parametrize("mode", ["embedded", "standalone"])
+@pytest.mark.parametrize("what", ["collection", "raw log"])
+@pytest.mark.parametrize("big_data", ["sqlite"], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_hang_up_while_the_server_stops(big_data: BigData, logged: list[dict[str, Any]],
+                                             what: str, mode: str) -> None:
+    """A stop waits for an answer whose read is still starting, and its client goes away:
+    the stop goes on at once (the database stops, cancelling the read the answer waits
+    for), and the answer ends quietly. The answer hears of the lost connection after the
+    stop does, and must not act on the request as if it were still connected (which
+    logged ``'NoneType' object has no attribute 'registerProducer'``)."""
+    from buildbot_rest.config import Config
+    from buildbot_rest.service import RestService
+
+    standalone = mode == "standalone"
+    rest = RestService(Config(db_url=big_data.url, pool_size=1,
+                              port="tcp:0:interface=127.0.0.1" if standalone else None),
+                       shutdown_timeout=2 * PROMPT)
+    rest.prepare()
+    assert rest.db is not None and rest.web is not None
+    watch = Watch(rest.db)
+    gate = watch.gate = threading.Event()
+    rest.startService()
+    listening = None
+    if standalone:
+        await defer.succeed(None)
+        port = rest.web.port.getHost().port  # type: ignore[union-attr]
+    else:
+        listening = await endpoints.TCP4ServerEndpoint(
+            reactor, 0, interface="127.0.0.1").listen(Site(rest.root_resource()))
+        port = listening.getHost().port
+    client = await connect(port, Client(big_data.raw_path if what == "raw log"
+                                        else "/api/v2/builds"))
+    try:
+        run = await within(watch.started(), "the answer starting to be read")
+        stopped = rest.stopService()
+        assert not stopped.called
+        client.hang_up()
+        await within(mine(stopped), "the stop, once the client has gone")
+    finally:
+        gate.set()
+        client.hang_up()
+        watch.cancel_all()
+        if listening is not None:
+            await listening.stopListening()
+    assert run.closed and not run.exhausted
+    assert failures(logged) == []
+    assert rest.stopped_cleanly

@@ -48,7 +48,7 @@ def find_log(api, *, type_="s", codec=None, min_chunks=1):
 
 def log_paths(api, logid):
     """The eight ways to name a log (``/contents`` and ``/raw`` take them all; upstream
-    lacks the two by builder name, COMPAT.md #28)."""
+    lacks the two by builder name, compatibility #28)."""
     lg, st, b, bl = s.logs, s.steps, s.builds, s.builders
     slug, stepid, buildid, step_number, step_name, number, builderid, builder = api.rows(
         sa.select(lg.c.slug, st.c.id, b.c.id, st.c.number, st.c.name, b.c.number,
@@ -95,7 +95,7 @@ async def test_contents_ranges_across_chunks(api):
 
 @pytest_twisted.ensureDeferred
 async def test_contents_empty_ranges(api):
-    # an empty range of an existing log is one empty chunk (upstream: 404, COMPAT.md #30)
+    # an empty range of an existing log is one empty chunk (upstream: 404, compatibility #30)
     logid = find_log(api, min_chunks=2)
     n = len(log_lines(api, logid))
     lg = s.logs

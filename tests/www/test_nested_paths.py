@@ -1,4 +1,4 @@
-"""The nested forms of a path over HTTP (COMPAT.md #28, upstream's bug #3427): a build is
+"""The nested forms of a path over HTTP (compatibility #28, upstream's bug #3427): a build is
 ``/builds/<id>``, ``/builders/<builderid>/builds/<number>`` or
 ``/builders/<buildername>/builds/<number>``, a step is ``/steps/<id>`` or a step number or
 name under any of them, and a log ``/logs/<id>`` or a slug under any step form. Every

@@ -154,6 +154,8 @@ class JsonText(t.String):
     """A JSON document as a string (upstream declares ``jsonobject``); filterable as text."""
 
     name = "jsonobject"
+    #: JSON text sorts by its characters, which is no order of the values (COMPAT 29)
+    orderable = False
 
 
 # -- property: one {name: [value, source]} dict ---------------------------------------

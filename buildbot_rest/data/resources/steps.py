@@ -29,7 +29,13 @@ def parse_urls(text: str | None) -> list[dict[str, Any]]:
         return []
     if not isinstance(urls, list):
         return []
-    return [{"name": u.get("name"), "url": u.get("url")} for u in urls if isinstance(u, dict)]
+    return [{"name": _text(u.get("name")), "url": _text(u.get("url"))}
+            for u in urls if isinstance(u, dict)]
+
+
+def _text(value: Any) -> str | None:
+    # the URL entity's fields are strings: anything else stored reads as missing
+    return value if isinstance(value, str) else None
 
 
 class StepEndpoint(SQLEndpoint):
