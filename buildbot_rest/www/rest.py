@@ -83,8 +83,9 @@ class Responder:
         chosen = None
         if compress:
             req.setHeader(b"vary", b"Accept-Encoding")
-        if compress and not self.head:
-            # (A HEAD response has no body to compress: it says the body's length.)
+        if compress:
+            # HEAD says what GET would: the same coding, and the length of the coded
+            # body when GET sends one (RFC 9110 9.3.2).
             # Several Accept-Encoding lines make one list (RFC 9110 5.3).
             lines = req.requestHeaders.getRawHeaders(b"accept-encoding") or []
             chosen = encoding.choose_encoding(b",".join(lines))
