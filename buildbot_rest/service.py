@@ -94,8 +94,7 @@ class RestService(MultiService):
                                   f"{e.strerror or e}") from None
         db = Database(config.db_url, pool_size=config.pool_size, reactor=self._reactor)
         try:
-            status = db.prepare_sync(create=bool(config.demo or getattr(config, "create",
-                                                                        False)))
+            status = db.prepare_sync(create=config.demo or config.create)
             log.info("database {url}: {message}", url=db.safe_url, message=status.message)
             if config.demo:
                 self._fill_demo(db)

@@ -62,7 +62,7 @@ class Field:
 def _needs_conversion(f: Field) -> bool:
     """Whether a field's database value must go through ``from_db``: integers that the
     driver already returns as integers (or NULL) need not."""
-    base = f.type.inner if isinstance(f.type, t.NoneOk) else f.type
+    base = t.base_type(f.type)
     if type(base).from_db is t.FieldType.from_db:
         return False
     sql_type = getattr(f.sql, "type", None)

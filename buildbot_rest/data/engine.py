@@ -77,7 +77,7 @@ def _binary_text_mysql(element: binary_text, compiler: Any, **kw: Any) -> str:
 
 
 def _base_type(f: Field) -> t.FieldType:
-    return f.type.inner if isinstance(f.type, t.NoneOk) else f.type
+    return t.base_type(f.type)
 
 
 def _comparable(f: Field) -> sa.ColumnElement[Any]:

@@ -163,8 +163,7 @@ def parse(args: Mapping[str, list[str]], fields: Mapping[str, FieldType], *,
                     raise InvalidQuery(f"no such field {name!r}")
                 if not fields[name].orderable:
                     # upstream ignores it silently (COMPAT 29)
-                    base = fields[name]
-                    base = base.inner if isinstance(base, t.NoneOk) else base
+                    base = t.base_type(fields[name])
                     kind = ("a list" if isinstance(base, t.List) else
                             "bytes" if isinstance(base, t.Binary) else "a JSON object")
                     raise InvalidQuery(f"invalid order {v}: {name!r} is {kind}, which "
@@ -215,7 +214,7 @@ def parse(args: Mapping[str, list[str]], fields: Mapping[str, FieldType], *,
 
 def _textual(type_: FieldType) -> bool:
     """Whether ``contains`` means something for the type: text, or a list of anything."""
-    base = type_.inner if isinstance(type_, t.NoneOk) else type_
+    base = t.base_type(type_)
     return isinstance(base, (t.String, t.Identifier, t.List))
 
 
@@ -225,7 +224,7 @@ def _make_filter(key: str, name: str, op: str, values: list[str], type_: FieldTy
     if op == "contains" and not _textual(type_):
         # a substring of a number or a time has no SQL meaning that Python shares
         raise InvalidQuery(f"invalid filter {key}: 'contains' applies to text and lists only")
-    base = type_.inner if isinstance(type_, t.NoneOk) else type_
+    base = t.base_type(type_)
     if op in ("lt", "le", "gt", "ge") and isinstance(base, t.List):
         # a list has no order against one element
         raise InvalidQuery(f"invalid filter {key}: {op!r} does not apply to a list")

@@ -170,6 +170,11 @@ class NoneOk(FieldType):
         return spec
 
 
+def base_type(type_: FieldType) -> FieldType:
+    """The type of a field's values when they are not null (``NoneOk`` unwrapped)."""
+    return type_.inner if isinstance(type_, NoneOk) else type_
+
+
 class List(FieldType):
     """A list; URL values are parsed as single elements (for ``contains``)."""
 

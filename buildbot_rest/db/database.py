@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
 from buildbot_rest.db import schema
-from buildbot_rest.db.pool import DatabaseUnavailable, DBThreadPool
+from buildbot_rest.db.pool import DatabaseUnavailable, DBThreadPool, first_line
 
 #: Revisions that upstream's alembic history knows before the head.
 KNOWN_OLD_REVISIONS = ("059", "060", "061", "062", "063", "064", "065", "066")
@@ -270,7 +270,7 @@ class Database:
         except (sa.exc.DBAPIError, DatabaseUnavailable) as e:
             cause = e.__cause__ if isinstance(e, DatabaseUnavailable) and e.__cause__ else e
             raise DatabaseError(f"cannot connect to {self.safe_url}: "
-                                f"{_first_line(cause)}") from None
+                                f"{first_line(cause)}") from None
 
     def prepare_sync(self, *, create: bool = True) -> SchemaStatus:
         """Make sure the database is usable: create it when it is missing or empty (if
@@ -311,7 +311,3 @@ def _set_wal(engine: sa.Engine) -> None:
     finally:
         raw.close()
 
-
-def _first_line(error: BaseException) -> str:
-    orig = getattr(error, "orig", None) or error
-    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from buildbot_rest.db import schema
 from buildbot_rest.db.database import DatabaseError, inspect_schema
+from buildbot_rest.db.pool import first_line
 
 #: What every name of ours starts with; never the start of an upstream index name.
 PREFIX = "bbrest_"
@@ -111,14 +112,14 @@ def _connection(engine: sa.Engine) -> Iterator[sa.Connection]:
     try:
         conn = engine.connect()
     except sa.exc.DBAPIError as e:
-        raise DatabaseError(f"cannot connect to {safe_url}: {_first_line(e)}") from None
+        raise DatabaseError(f"cannot connect to {safe_url}: {first_line(e)}") from None
     try:
         if conn.dialect.name == "postgresql":
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         try:
             status = inspect_schema(conn)
         except sa.exc.DBAPIError as e:
-            raise DatabaseError(f"cannot read {safe_url}: {_first_line(e)}") from None
+            raise DatabaseError(f"cannot read {safe_url}: {first_line(e)}") from None
         if not status.usable:
             raise DatabaseError(f"{safe_url}: {status.message}")
         conn.commit()
@@ -190,10 +191,5 @@ def _run(conn: sa.Connection, ddl: sa.schema.ExecutableDDLElement, what: str,
         conn.commit()
     except sa.exc.DBAPIError as e:
         conn.rollback()
-        raise DatabaseError(f"{what} failed: {_first_line(e)}{hint}") from None
+        raise DatabaseError(f"{what} failed: {first_line(e)}{hint}") from None
 
-
-def _first_line(error: BaseException) -> str:
-    orig = getattr(error, "orig", None) or error
-    text = str(orig).strip()
-    return text.splitlines()[0] if text else type(orig).__name__

@@ -151,7 +151,7 @@ class DBThreadPool:
                 if not transient or time.monotonic() + delay > deadline:
                     raise self.unavailable(e) from e
                 log.warn("transient database error, retrying in {delay:.2f}s: {err}",  # noqa: G010
-                         delay=delay, err=_cause(e))
+                         delay=delay, err=first_line(e))
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0) * (1 + random.random() / 10)
             else:
@@ -165,11 +165,11 @@ class DBThreadPool:
         if self.healthy:
             self.healthy = False
             log.error("the database is unavailable: {cause}; answering 503 until it "
-                      "answers again", cause=_cause(error))
+                      "answers again", cause=first_line(error))
             # Pooled connections may hold state of what failed (a file since replaced,
             # a server since restarted): the next work opens new ones.
             self.engine.dispose()
-        return DatabaseUnavailable(f"the database is unavailable: {_cause(error)}")
+        return DatabaseUnavailable(f"the database is unavailable: {first_line(error)}")
 
     def available(self) -> None:
         """The database answered: the end of an outage is logged (once)."""
@@ -261,8 +261,9 @@ class DBThreadPool:
         self.available()
 
 
-def _cause(error: BaseException) -> str:
-    """An error's first line, without SQLAlchemy's background link."""
+def first_line(error: BaseException) -> str:
+    """An error's first line (of the driver's error, for SQLAlchemy's), without
+    SQLAlchemy's background link; the error's type when it has no text."""
     orig = getattr(error, "orig", None) or error
     text = str(orig).strip()
     return text.splitlines()[0] if text else type(orig).__name__

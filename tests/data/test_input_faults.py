@@ -120,7 +120,7 @@ def integer_fields(connector: DataConnector, path: tuple[str, ...]) -> list[str]
     endpoint, _ = connector.match(path)
     out = []
     for name, type_ in endpoint.rtype.field_types.items():
-        base = type_.inner if isinstance(type_, t.NoneOk) else type_
+        base = t.base_type(type_)
         if isinstance(base, t.Integer) and base.filterable:
             out.append(name)
     return out
@@ -249,7 +249,7 @@ async def test_order_on_list_and_json_fields_is_400(connector: DataConnector) ->
         for name, type_ in endpoint.rtype.field_types.items():
             if type_.scalar:
                 continue
-            base = type_.inner if isinstance(type_, t.NoneOk) else type_
+            base = t.base_type(type_)
             kind = "a list" if isinstance(base, t.List) else "a JSON object"
             for order in (name, f"-{name}"):
                 with pytest.raises(InvalidQuery) as e:
