@@ -7,6 +7,7 @@ The top of ``data/``: the web layer talks to the data API through this module on
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,6 +26,7 @@ from buildbot_rest.data.reads import (
     open_collection,
 )
 from buildbot_rest.data.resultspec import ResultSpec, parse
+from buildbot_rest.data.transaction import Event, Write
 from buildbot_rest.data.types import in_int_range
 from buildbot_rest.data.updates import Updates
 from buildbot_rest.db.pool import DatabaseUnavailable
@@ -34,9 +36,6 @@ if TYPE_CHECKING:
     from buildbot_rest.mq.base import MessageQueue
 
 T = TypeVar("T")
-
-#: an event to publish: (routing key, message)
-Event = tuple[tuple[str, ...], Mapping[str, Any]]
 
 #: Resource modules in upstream's registration order, which is also the match priority.
 MODULES = (
@@ -73,6 +72,8 @@ class DataConnector:
         self.config = config
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.mq = mq
+        #: the time of writes, in epoch seconds (tests may set another clock)
+        self.clock: Callable[[], float] = time.time
         self.rtypes: dict[str, ResourceType] = {}
         self.endpoints: list[Endpoint] = []
         self.matcher: Matcher[Endpoint] = Matcher()
@@ -193,6 +194,22 @@ class DataConnector:
             return answer.body or b""
         return b"".join(await drain(answer.stream))
 
+    # -- control ----------------------------------------------------------------------
+
+    async def control(self, ctx: Context, endpoint: Endpoint, method: str,
+                      params: Mapping[str, Any], kwargs: dict[str, Any]) -> Any:
+        """Run control action ``method`` on a matched path (a JSON-RPC call): its result,
+        a JSON value. Raises InvalidControl (501) for a method the endpoint does not
+        have, NotFound for a path whose entity does not exist, InvalidParams (400) for
+        unusable ``params``, ServiceUnavailable (503) when the database cannot answer."""
+        try:
+            if not ids_in_range(kwargs):
+                endpoint.control_method(method)  # an unknown method is still a 501
+                raise ctx.not_found()
+            return await endpoint.control(ctx, method, params, kwargs)
+        except DatabaseUnavailable as e:
+            raise unavailable(e) from e
+
     def root_links(self) -> list[dict[str, str]]:
         return [{"name": e.root_link} for e in self.endpoints if e.root_link]
 
@@ -218,6 +235,29 @@ class DataConnector:
             for routing_key, message in events:
                 self.mq.produce(routing_key, message)
         return result
+
+
+    async def transact(self, fn: Callable[..., T], *args: Any, user: Mapping[str, Any] | None = None,
+                       **kw: Any) -> T:
+        """Run ``fn(write, *args, **kw)`` with a :class:`~buildbot_rest.data.transaction.
+        Write` in one transaction in a database thread; once committed, publish the
+        events it collected, in order, and answer what ``fn`` returned. The data API's
+        errors raised by ``fn`` (NotFound, InvalidParams...) roll the write back and
+        reach the caller; ServiceUnavailable (503) when the database cannot answer.
+        ``fn`` may run more than once (a transient error before the commit), so it must
+        do nothing outside the transaction."""
+        ctx = self.context(user=user)
+
+        def run(conn: Any) -> tuple[T, list[Event]]:
+            write = Write(conn, ctx, int(self.clock()))
+            return fn(write, *args, **kw), write.events
+
+        return await self.write(run)
+
+    def produce(self, routing_key: tuple[str, ...], message: Mapping[str, Any]) -> None:
+        """Publish a message at once (a control message that writes nothing)."""
+        if self.mq is not None:
+            self.mq.produce(routing_key, message)
 
 
 def ids_in_range(kwargs: Mapping[str, Any]) -> bool:

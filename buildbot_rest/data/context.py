@@ -55,6 +55,14 @@ class Catalog(Protocol):
         """Run a write in one transaction, then publish its events (see
         :meth:`buildbot_rest.data.connector.DataConnector.write`)."""
 
+    async def transact(self, fn: Callable[..., T], *args: Any,
+                       user: Mapping[str, Any] | None = None, **kw: Any) -> T:
+        """Run ``fn(write, *args)`` in one transaction, then publish its events (see
+        :meth:`buildbot_rest.data.connector.DataConnector.transact`)."""
+
+    def produce(self, routing_key: tuple[str, ...], message: Mapping[str, Any]) -> None:
+        """Publish a message now."""
+
 
 class Described(Protocol):
     """An endpoint, as far as an error message needs it."""

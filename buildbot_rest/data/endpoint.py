@@ -66,10 +66,26 @@ class Endpoint:
         An action must be declared in the resource type's ``actions`` and implemented
         here as ``action_<method>(ctx, params, kwargs)``; anything else is
         :class:`InvalidControl` (501)."""
+        return await self.control_method(method)(ctx, params, kwargs)
+
+    def control_method(self, method: str) -> Any:
+        """The method that runs action ``method`` (case-sensitive, COMPAT 8);
+        :class:`InvalidControl` (501) if there is none."""
         handler = getattr(self, f"action_{method}", None)
         if method not in self.rtype.actions or handler is None:
-            raise InvalidControl(f"'{method}' is not a control method of this resource")
-        return await handler(ctx, params, kwargs)
+            raise InvalidControl(method)
+        return handler
+
+    def entity_in(self, conn: sa.Connection, ctx: Context,
+                  kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """For a single endpoint: the entity its path names, as a GET answers it, read
+        on ``conn`` (in a write's transaction, for an action); NotFound if there is
+        none. Every path form of the endpoint is resolved the same way as for a read."""
+        entity = self.get_in(conn, ctx, ResultSpec(), kwargs)
+        if entity is None:
+            raise ctx.not_found()
+        assert isinstance(entity, dict)
+        return entity
 
     def describe(self) -> str:
         return ", ".join(self.patterns)

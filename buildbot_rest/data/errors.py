@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 class ApiError(Exception):
     """An error answered to the client; ``status`` is the HTTP status code."""
@@ -15,10 +18,31 @@ class ApiError(Exception):
         super().__init__(message)
         self.message = message
 
+    @property
+    def jsonrpc_message(self) -> Any:
+        """The ``error.message`` of a JSON-RPC reply (usually :attr:`message`)."""
+        return self.message
+
 
 class BadRequest(ApiError):
     status = 400
     jsonrpc_code = -32602
+
+
+class InvalidParams(BadRequest):
+    """Control parameters that cannot be used (JSON-RPC -32602). ``errors`` maps each
+    bad parameter to what is wrong with it; the JSON-RPC reply's ``message`` is that
+    object when ``as_object`` (upstream's force scheduler validation), else the text."""
+
+    def __init__(self, errors: Mapping[str, str], *, as_object: bool = False) -> None:
+        super().__init__("invalid params: " + "; ".join(
+            f"{name}: {error}" for name, error in errors.items()))
+        self.errors = dict(errors)
+        self.as_object = as_object
+
+    @property
+    def jsonrpc_message(self) -> Any:
+        return self.errors if self.as_object else self.message
 
 
 class InvalidQuery(BadRequest):
@@ -47,6 +71,10 @@ class InvalidControl(ApiError):
 
     status = 501
     jsonrpc_code = -32601
+
+    def __init__(self, method: str) -> None:
+        # upstream's message
+        super().__init__(f"action: {method} is not supported")
 
 
 class Conflict(ApiError):

@@ -165,7 +165,11 @@ def _configure_sqlite(engine: sa.Engine, path: str | None) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        # A write takes the lock at once: a transaction that reads and then writes
+        # could otherwise find, at its first write, that another has committed since
+        # its read began, and fail at once without waiting (SQLITE_BUSY_SNAPSHOT).
+        write = conn.get_execution_options().get("write")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def _configure_psycopg2(engine: sa.Engine) -> None:

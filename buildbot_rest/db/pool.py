@@ -194,6 +194,8 @@ class DBThreadPool:
         that may have been committed."""
         def once() -> T:
             with self.engine.connect() as conn:
+                # (SQLite takes its write lock at BEGIN for this: see database.py)
+                conn.execution_options(write=True)
                 transaction = conn.begin()
                 try:
                     result = fn(conn, *args, **kw)

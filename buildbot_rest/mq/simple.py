@@ -11,20 +11,23 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.application.service import Service
+from twisted.internet import defer
 from twisted.logger import Logger
 
-from buildbot_rest.mq.base import Callback, KeyFilter, RoutingKey, matches
+from buildbot_rest.mq.base import Callback, KeyFilter, RoutingKey, check_filter, check_key, matches
 
 log = Logger()
 
 
-class _SimpleConsumer:
+class SimpleConsumer:
+    """A subscription to a :class:`SimpleMQ`."""
+
     def __init__(self, mq: SimpleMQ, callback: Callback, key_filter: KeyFilter) -> None:
         self.mq = mq
         self.callback = callback
         self.key_filter = key_filter
 
-    def stop_consuming(self) -> None:
+    def stopConsuming(self) -> None:  # noqa: N802 - upstream's name
         self.mq._consumers.pop(self, None)
 
 
@@ -38,15 +41,13 @@ class SimpleMQ(Service):
 
     def __init__(self) -> None:
         # a dict as an ordered set: delivery in order of subscription
-        self._consumers: dict[_SimpleConsumer, None] = {}
+        self._consumers: dict[SimpleConsumer, None] = {}
         self._queue: collections.deque[tuple[RoutingKey, Mapping[str, Any]]] = (
             collections.deque())
         self._delivering = False
 
     def produce(self, routing_key: RoutingKey, message: Mapping[str, Any]) -> None:
-        if isinstance(routing_key, str) or not all(isinstance(p, str) for p in routing_key):
-            raise TypeError(f"a routing key is a tuple of strings, not {routing_key!r}")
-        self._queue.append((tuple(routing_key), message))
+        self._queue.append((check_key(routing_key), message))
         if self._delivering:
             return  # a consumer publishes: delivered once the current message is
         self._delivering = True
@@ -65,10 +66,15 @@ class SimpleMQ(Service):
                 except Exception:  # noqa: BLE001 - one consumer must not stop the rest
                     log.failure("a consumer of {key} failed", key="/".join(key))
 
-    def start_consuming(self, callback: Callback, key_filter: KeyFilter) -> _SimpleConsumer:
-        consumer = _SimpleConsumer(self, callback, tuple(key_filter))
+    def consume(self, callback: Callback, key_filter: KeyFilter) -> SimpleConsumer:
+        """:meth:`startConsuming` without the Deferred: subscribed when it returns."""
+        consumer = SimpleConsumer(self, callback, check_filter(key_filter))
         self._consumers[consumer] = None
         return consumer
+
+    def startConsuming(self, callback: Callback,  # noqa: N802 - upstream's name
+                       key_filter: KeyFilter) -> defer.Deferred[SimpleConsumer]:
+        return defer.succeed(self.consume(callback, key_filter))
 
     def stopService(self) -> None:
         self._consumers.clear()

@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.www.test_core -*-
-"""``/api/v2``: REST reads (GET, HEAD) over the data API.
+"""``/api/v2``: REST reads (GET, HEAD) and JSON-RPC control (POST) over the data API.
 
 This module turns requests into data API reads and answers into bytes: it knows nothing
 of SQL, connections or database threads. What streams, and how, the data connector
@@ -26,7 +26,7 @@ from buildbot_rest.data.errors import ApiError, BadRequest, ServiceUnavailable
 from buildbot_rest.data.rawdata import RawData
 from buildbot_rest.data.reads import Collection, CollectionStream
 from buildbot_rest.data.resultspec import ResultSpec, group, parse_query_string
-from buildbot_rest.www import encoding
+from buildbot_rest.www import encoding, jsonrpc
 from buildbot_rest.www.headers import DOWNLOAD_POLICY
 
 log = Logger()
@@ -202,6 +202,10 @@ class RestResource(Resource):
             if request.channel is not None:
                 request.channel.loseConnection()
             return
+        if request.method == b"POST":
+            error = ApiError("internal error - see logs")
+            responder.send(500, jsonrpc.failure(error, None))
+            return
         responder.send(500, error_body("internal error - see logs"))
 
     async def _handle(self, request: Request, responder: Responder) -> None:
@@ -209,6 +213,8 @@ class RestResource(Resource):
         try:
             if request.method in (b"GET", b"HEAD"):
                 await self._read(request, responder, compact)
+            elif request.method == b"POST":
+                await self._control(request, responder)
             else:
                 raise BadRequest("invalid HTTP method")
         except ApiError as e:
@@ -230,6 +236,31 @@ class RestResource(Resource):
             if isinstance(e, ServiceUnavailable) and e.retry_after is not None:
                 headers = {b"retry-after": str(e.retry_after).encode()}
             responder.send(e.status, error_body(e.message), headers=headers)
+
+    async def _control(self, request: Request, responder: Responder) -> None:
+        """A JSON-RPC call (protocol.md 4): errors are answered with JSON-RPC envelopes."""
+        call = None
+        try:
+            body = request.content.read() if request.content is not None else b""
+            call = jsonrpc.parse(request.getHeader(b"content-type"), body)
+            path = self.path_of(request)
+            endpoint, kwargs = self.connector.match(path)
+            user = self.auth.user_for(request) if self.auth is not None else None
+            ctx = self.connector.context(endpoint, kwargs, user=user)
+            params = dict(call.params)
+            params["owner"] = jsonrpc.owner(ctx.user)
+            result = await self.connector.control(ctx, endpoint, call.method, params,
+                                                  kwargs)
+        except ApiError as e:
+            if responder.disconnected:
+                return
+            headers = None
+            if isinstance(e, ServiceUnavailable) and e.retry_after is not None:
+                headers = {b"retry-after": str(e.retry_after).encode()}
+            responder.send(e.status, jsonrpc.failure(e, call), headers=headers)
+            return
+        if not responder.disconnected:
+            responder.send(200, jsonrpc.success(call.id, result))
 
     def path_of(self, request: Request) -> tuple[str, ...]:
         """The path below ``/api/v2`` as text segments; 400 when it is not UTF-8."""

@@ -52,7 +52,7 @@ async def test_write_publishes_its_events_after_commit(connector: DataConnector)
         seen.append((key, message, names))
 
     assert connector.mq is not None
-    connector.mq.start_consuming(consumer, ("masters", None, None))
+    connector.mq.consume(consumer, ("masters", None, None))
     masterid = await connector.write(_new_master, "m1")
     assert seen == [(("masters", str(masterid), "started"), {"masterid": masterid}, ["m1"])]
 
@@ -61,7 +61,7 @@ async def test_write_publishes_its_events_after_commit(connector: DataConnector)
 async def test_a_failed_write_publishes_nothing(connector: DataConnector) -> None:
     seen: list[Any] = []
     assert connector.mq is not None
-    connector.mq.start_consuming(lambda k, m: seen.append(k), ("masters", None, None))
+    connector.mq.consume(lambda k, m: seen.append(k), ("masters", None, None))
 
     def write_then_fail(conn: sa.Connection) -> tuple[int, list[Any]]:
         result = _new_master(conn, "m2")
@@ -131,7 +131,7 @@ async def test_update_methods_and_actions_of_a_registered_type(
     assert connector.updates.names() == ("addThing",)
     seen: list[Any] = []
     assert connector.mq is not None
-    connector.mq.start_consuming(lambda k, m: seen.append(k), (None, None, None))
+    connector.mq.consume(lambda k, m: seen.append(k), (None, None, None))
     thingid = await connector.updates.addThing("m9")
     assert seen == [("things", str(thingid), "new")]
     with pytest.raises(AttributeError):
@@ -218,7 +218,7 @@ async def test_a_malformed_write_is_rolled_back(connector: DataConnector, answer
 async def test_events_that_fail_to_list_publish_nothing(connector: DataConnector) -> None:
     seen: list[Any] = []
     assert connector.mq is not None
-    connector.mq.start_consuming(lambda k, m: seen.append(k), ("masters", None, None))
+    connector.mq.consume(lambda k, m: seen.append(k), ("masters", None, None))
 
     def events() -> Any:
         yield (("masters", "1", "started"), {})

@@ -17,8 +17,8 @@ def test_filters_match_by_element_with_none_as_wildcard() -> None:
 def test_messages_reach_matching_consumers_in_order() -> None:
     mq = SimpleMQ()
     got: list[tuple[str, Any]] = []
-    mq.start_consuming(lambda k, m: got.append(("all", (k, m))), (None, None, None))
-    mq.start_consuming(lambda k, m: got.append(("new", (k, m))), ("builds", None, "new"))
+    mq.consume(lambda k, m: got.append(("all", (k, m))), (None, None, None))
+    mq.consume(lambda k, m: got.append(("new", (k, m))), ("builds", None, "new"))
     mq.produce(("builds", "1", "new"), {"buildid": 1})
     mq.produce(("builds", "1", "finished"), {"buildid": 1})
     mq.produce(("steps", "5"), {"stepid": 5})
@@ -34,8 +34,8 @@ def test_a_failing_consumer_does_not_stop_the_others() -> None:
     def fail(key: Any, message: Any) -> None:
         raise RuntimeError("consumer bug")
 
-    mq.start_consuming(fail, ("x",))
-    mq.start_consuming(lambda k, m: got.append(m), ("x",))
+    mq.consume(fail, ("x",))
+    mq.consume(lambda k, m: got.append(m), ("x",))
     mq.produce(("x",), {"n": 1})
     assert got == [{"n": 1}]
 
@@ -43,12 +43,12 @@ def test_a_failing_consumer_does_not_stop_the_others() -> None:
 def test_stop_consuming_and_stopping_the_service() -> None:
     mq = SimpleMQ()
     got: list[Any] = []
-    consumer = mq.start_consuming(lambda k, m: got.append(m), ("x",))
+    consumer = mq.consume(lambda k, m: got.append(m), ("x",))
     mq.produce(("x",), {"n": 1})
-    consumer.stop_consuming()
-    consumer.stop_consuming()  # twice is harmless
+    consumer.stopConsuming()
+    consumer.stopConsuming()  # twice is harmless
     mq.produce(("x",), {"n": 2})
-    mq.start_consuming(lambda k, m: got.append(m), ("x",))
+    mq.consume(lambda k, m: got.append(m), ("x",))
     mq.startService()
     mq.stopService()
     mq.produce(("x",), {"n": 3})
@@ -64,8 +64,8 @@ def test_a_message_published_by_a_consumer_comes_after_the_current_one() -> None
         if key == ("x", "new"):
             mq.produce(("x", "renamed"), {})
 
-    mq.start_consuming(first, ("x", None))
-    mq.start_consuming(lambda k, m: got.append(("second", k)), ("x", None))
+    mq.consume(first, ("x", None))
+    mq.consume(lambda k, m: got.append(("second", k)), ("x", None))
     mq.produce(("x", "new"), {})
     assert got == [("first", ("x", "new")), ("second", ("x", "new")),
                    ("first", ("x", "renamed")), ("second", ("x", "renamed"))]

@@ -22,6 +22,7 @@ from twisted.web.server import Site
 from buildbot_rest import demo
 from buildbot_rest.data.connector import DataConnector
 from buildbot_rest.db import Database
+from buildbot_rest.mq import SimpleMQ
 
 T = TypeVar("T")
 
@@ -55,6 +56,7 @@ class Api:
         self.root = root
         self.db = db
         self.connector = connector
+        self.mq: SimpleMQ | None = connector.mq  # type: ignore[assignment]
 
     async def request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
                       data: bytes | None = None, raw: bool = False) -> Reply:
@@ -81,27 +83,47 @@ class Api:
             return await self.request("GET", path[1:], **kw)
         return await self.request("GET", "api/v2" + ("/" + path if path else ""), **kw)
 
+    async def rpc(self, path: str, method: str, params: dict[str, Any] | None = None, *,
+                  call_id: Any = 1, headers: dict[str, str] | None = None) -> Reply:
+        """A JSON-RPC call: POST ``/api/v2/<path>`` with ``method`` and ``params``."""
+        body = json.dumps({"jsonrpc": "2.0", "method": method, "id": call_id,
+                           "params": params if params is not None else {}}).encode()
+        hdrs = {"Content-Type": "application/json"}
+        hdrs.update(headers or {})
+        return await self.request("POST", "api/v2/" + path, headers=hdrs, data=body)
+
+    def record(self, *key_filter: str | None) -> list[tuple[tuple[str, ...], Any]]:
+        """The events published from now on whose routing keys match ``key_filter``
+        (``None`` matches any element), as (routing key, message) pairs."""
+        assert self.mq is not None, "serve with an mq (writable_server) to see events"
+        seen: list[tuple[tuple[str, ...], Any]] = []
+        self.mq.consume(lambda k, m: seen.append((k, m)), key_filter)
+        return seen
+
     def rows(self, stmt: Any) -> list[Any]:
         """Read the test database directly, to compute expected answers."""
         with self.db.engine.connect() as conn:
             return list(conn.execute(stmt))
 
 
-def _serve(url: str) -> Iterator[Api]:
+def _serve(url: str, *, config: Any = None, writable: bool = False) -> Iterator[Api]:
     db = Database(url, pool_size=4)
     db.prepare_sync()
     with db.engine.connect() as conn:
         empty = conn.execute(sa.text("select count(*) from builds")).scalar() == 0
     if empty:
         demo.populate(db.engine, builds=DEMO_BUILDS, seed=DEMO_SEED)
-    yield from serve_database(db)
+    yield from serve_database(db, config=config, writable=writable)
 
 
-def serve_database(db: Database) -> Iterator[Api]:
+def serve_database(db: Database, *, config: Any = None,
+                   writable: bool = False) -> Iterator[Api]:
     """Serve a prepared (filled) database over a listening port until the generator is
-    closed; the pool is started here and stopped afterwards."""
+    closed; the pool is started here and stopped afterwards. ``writable``: with a
+    message queue (``api.record``) for tests that write."""
     db.start()
-    connector = DataConnector(db, base_url="http://testserver/")
+    connector = DataConnector(db, base_url="http://testserver/", config=config,
+                              mq=SimpleMQ() if writable else None)
     from buildbot_rest.www import WebApp
     site = Site(WebApp(connector).resource())
     port = pytest_twisted.blockon(
@@ -114,14 +136,16 @@ def serve_database(db: Database) -> Iterator[Api]:
 
 
 def own_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-               name: str, fill: Callable[[Api], T]) -> Iterator[tuple[Api, T]]:
+               name: str, fill: Callable[[Api], T], *, config: Any = None,
+               writable: bool = False) -> Iterator[tuple[Api, T]]:
     """For a fixture parametrized by backend ("sqlite" or "postgresql"): a demo server of
-    its own, changed by ``fill(api)``; yields the server and what ``fill`` returned."""
+    its own, changed by ``fill(api)``; yields the server and what ``fill`` returned.
+    ``writable``: for tests that write (a message queue, ``api.record``)."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp(name) / 'demo.sqlite'}"
     else:
         url = request.getfixturevalue("pg_databases").create()
-    server = _serve(url)
+    server = _serve(url, config=config, writable=writable)
     api = next(server)
     try:
         yield api, fill(api)

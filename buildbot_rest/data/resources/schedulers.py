@@ -8,10 +8,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from buildbot_rest.data import engine
+from buildbot_rest.data import engine, params
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Field, Kind, ResourceType, chunked
+from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType, chunked
+from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import SQLEndpoint
+from buildbot_rest.data.transaction import Write
 from buildbot_rest.data.resources.masters import Master
 from buildbot_rest.db import schema as s
 
@@ -52,6 +54,19 @@ class SchedulerEndpoint(SQLEndpoint):
             conds.append(sm.c.masterid == ids["masterid"])
         return conds
 
+    async def action_enable(self, ctx: Context, params_: Mapping[str, Any],
+                            kwargs: Mapping[str, Any]) -> None:
+        """``enable`` with ``params.enabled`` (a boolean, required): the scheduler's
+        ``enabled`` column, and its ``updated`` event (upstream's). A master running the
+        scheduler reacts to the event. Result: null."""
+        enabled = params.boolean(params_, "enabled", required=True)
+
+        def enable(write: Write) -> None:
+            schedulerid = self.entity_in(write.conn, write.ctx, kwargs)["schedulerid"]
+            self.rtype.set_enabled(write, schedulerid, enabled)
+
+        await ctx.connector.transact(enable, user=ctx.user)
+
 
 class SchedulersEndpoint(SQLEndpoint):
     patterns = (
@@ -77,6 +92,25 @@ class Scheduler(ResourceType):
     key = ("schedulerid",)
     extra_columns = (sm.c.masterid.label("_masterid"),)
     endpoints = (SchedulerEndpoint, SchedulersEndpoint)
+    actions = ("enable",)
+    updates = ("schedulerEnable",)
+    events = (EventKey(("schedulers", "{schedulerid}")),)
+
+    def set_enabled(self, write: Write, schedulerid: int, enabled: bool) -> None:
+        """Store ``enabled`` and publish ``schedulers/<id>/updated`` with the scheduler."""
+        write.conn.execute(sch.update().where(sch.c.id == schedulerid)
+                           .values(enabled=int(bool(enabled))))
+        write.emit_entity("scheduler", "updated", schedulerid)
+
+    async def schedulerEnable(self, schedulerid: int, v: bool) -> None:  # noqa: N802
+        """Enable or disable a scheduler (upstream's update method): 404 if none."""
+        def enable(write: Write) -> None:
+            if write.entity("scheduler", schedulerid) is None:
+                raise write.ctx.not_found()
+            self.set_enabled(write, schedulerid, v)
+
+        assert self.connector is not None
+        await self.connector.transact(enable)
 
     def from_clause(self) -> sa.FromClause:
         return sch.outerjoin(sm, sm.c.schedulerid == sch.c.id)

@@ -1,0 +1,111 @@
+# -*- test-case-name: tests.www.test_jsonrpc -*-
+"""JSON-RPC 2.0 control over ``POST /api/v2/<path>``: checking the call in upstream's
+order (protocol.md 4.1), injecting the owner (4.2), and upstream's replies (4.3).
+
+The checks, the first failure answering: ``Content-Type`` (up to its first ``;``) is
+``application/json``; the body is UTF-8 JSON; not an array; an object; the keys
+``jsonrpc``, ``method``, ``id`` and ``params`` present, in that order; their types;
+``jsonrpc`` is ``"2.0"``; the path names an endpoint (404, COMPAT 9: before authz);
+then the endpoint runs the action. A reply to a call that got as far as its ``id`` holds
+that ``id``; earlier failures have none (upstream's)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from buildbot_rest.data.errors import ApiError
+
+#: JSON-RPC 2.0's error codes (upstream's ``JSONRPC_CODES``)
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+
+#: a success's content type (upstream's carries no charset; JSON is UTF-8 anyway)
+JSON = b"application/json"
+
+
+class BadCall(ApiError):
+    """A JSON-RPC call that is malformed (HTTP 400 with its JSON-RPC ``code``)."""
+
+    status = 400
+
+    def __init__(self, message: str, code: int = INVALID_REQUEST) -> None:
+        super().__init__(message)
+        self.jsonrpc_code = code
+
+
+class Call:
+    """A checked JSON-RPC call: ``method``, ``params`` and ``id``."""
+
+    def __init__(self, method: str, params: dict[str, Any], call_id: Any) -> None:
+        self.method = method
+        self.params = params
+        self.id = call_id
+
+
+def parse(content_type: bytes | None, body: bytes) -> Call:
+    """The call in a POST, checked in upstream's order; :class:`BadCall` for the first
+    thing wrong (protocol.md 4.1 checks 2-7)."""
+    mime = (content_type or b"").split(b";", 1)[0].strip()
+    if mime.lower() != JSON:
+        raise BadCall("Invalid content-type (use application/json)")
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise BadCall(f"JSON parse error: the body is not UTF-8 ({e.reason} at byte "
+                      f"{e.start})", PARSE_ERROR) from None
+    except ValueError as e:
+        raise BadCall(f"JSON parse error: {e}", PARSE_ERROR) from None
+    except RecursionError:
+        raise BadCall("JSON parse error: nested too deeply", PARSE_ERROR) from None
+    if isinstance(doc, list):
+        raise BadCall("JSONRPC batch requests are not supported")
+    if not isinstance(doc, dict):
+        raise BadCall("JSONRPC root object must be an object")
+    for key in ("jsonrpc", "method", "id", "params"):
+        if key not in doc:
+            raise BadCall(f"missing key '{key}'")
+    if not isinstance(doc["jsonrpc"], str):
+        raise BadCall("'jsonrpc' must be a string")
+    if not isinstance(doc["method"], str):
+        raise BadCall("'method' must be a string")
+    # upstream's test lets a boolean through (an int in Python) and refuses a float
+    if doc["id"] is not None and not isinstance(doc["id"], (str, int)):
+        raise BadCall("'id' must be a string, number, or null")
+    if not isinstance(doc["params"], dict):
+        raise BadCall("'params' must be an object")
+    if doc["jsonrpc"] != "2.0":
+        raise BadCall("only JSONRPC 2.0 is supported")
+    return Call(doc["method"], doc["params"], doc["id"])
+
+
+def owner(user: Mapping[str, Any]) -> str | None:
+    """The ``owner`` injected into every call's params (protocol.md 4.2, COMPAT 10):
+    ``"anonymous"`` for an anonymous user, else the first non-empty of the user's
+    ``email``, ``username`` and ``full_name``, else None."""
+    if user.get("anonymous"):
+        return "anonymous"
+    for key in ("email", "username", "full_name"):
+        if user.get(key):
+            return str(user[key])
+    return None
+
+
+def success(call_id: Any, result: Any) -> bytes:
+    """A success reply: compact JSON with sorted keys, as upstream writes it."""
+    return json.dumps({"id": call_id, "jsonrpc": "2.0", "result": result},
+                      sort_keys=True, separators=(",", ":")).encode()
+
+
+def failure(error: ApiError, call: Call | None) -> bytes:
+    """An error reply, as upstream writes it: ``{"jsonrpc", "id", "error": {"code",
+    "message"}}`` with ``id`` only once the call got as far as it."""
+    doc: dict[str, Any] = {"jsonrpc": "2.0"}
+    if call is not None:
+        doc["id"] = call.id
+    doc["error"] = {"code": error.jsonrpc_code, "message": error.jsonrpc_message}
+    return json.dumps(doc).encode()
