@@ -112,6 +112,14 @@ class RestService(MultiService):
         for child in (DatabaseService(db), self.mq, self.auth, self.web):
             child.setServiceParent(self)
 
+    @property
+    def data(self) -> DataConnector:
+        """The data API (prepared on first use): reads with ``data.get(...)``, a
+        program's own work recorded with ``data.updates.<method>(...)``."""
+        self.prepare()
+        assert self.connector is not None
+        return self.connector
+
     def _fill_demo(self, db: Database) -> None:
         from buildbot_rest import demo
         with db.engine.connect() as conn:

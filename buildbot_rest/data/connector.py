@@ -74,6 +74,10 @@ class DataConnector:
         self.mq = mq
         #: the time of writes, in epoch seconds (tests may set another clock)
         self.clock: Callable[[], float] = time.time
+        #: the id of the master this process is (a build master that embeds the server
+        #: sets it once its ``masters`` row exists), for update methods that act as a
+        #: master (claims); None: such writes use the server's own, inactive, masters row
+        self.masterid: int | None = None
         self.rtypes: dict[str, ResourceType] = {}
         self.endpoints: list[Endpoint] = []
         self.matcher: Matcher[Endpoint] = Matcher()
