@@ -240,9 +240,8 @@ class DataConnector:
                 self.mq.produce(routing_key, message)
         return result
 
-
-    async def transact(self, fn: Callable[..., T], *args: Any, user: Mapping[str, Any] | None = None,
-                       **kw: Any) -> T:
+    async def transact(self, fn: Callable[..., T], *args: Any,
+                       user: Mapping[str, Any] | None = None, **kw: Any) -> T:
         """Run ``fn(write, *args, **kw)`` with a :class:`~buildbot_rest.data.transaction.
         Write` in one transaction in a database thread; once committed, publish the
         events it collected, in order, and answer what ``fn`` returned. The data API's

@@ -12,6 +12,7 @@ from typing import Any
 from buildbot_rest.data.errors import InvalidParams
 from buildbot_rest.data.types import in_int_range
 
+
 def _given(params: Mapping[str, Any], name: str, required: bool) -> bool:
     if name in params:
         return True

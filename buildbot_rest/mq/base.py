@@ -53,7 +53,7 @@ def check_filter(key_filter: Any) -> KeyFilter:
 class Consumer(Protocol):
     """A subscription."""
 
-    def stopConsuming(self) -> defer.Deferred[None] | None:  # noqa: N802 - upstream's name
+    def stopConsuming(self) -> defer.Deferred[None] | None:
         """End the subscription (idempotent): no message is delivered once it returns."""
 
 
@@ -65,7 +65,7 @@ class MessageQueue(Protocol):
         consumer. Never raises for a consumer's failure; TypeError for a key that is
         not a tuple of strings."""
 
-    def startConsuming(self, callback: Callback,  # noqa: N802 - upstream's name
+    def startConsuming(self, callback: Callback,  # upstream's name
                        key_filter: KeyFilter) -> defer.Deferred[Consumer]:
         """Call ``callback(routing_key, message)`` for each message published once the
         answer has fired whose key matches ``key_filter``, until the consumer is

@@ -27,7 +27,7 @@ class SimpleConsumer:
         self.callback = callback
         self.key_filter = key_filter
 
-    def stopConsuming(self) -> None:  # noqa: N802 - upstream's name
+    def stopConsuming(self) -> None:
         self.mq._consumers.pop(self, None)
 
 
@@ -72,7 +72,7 @@ class SimpleMQ(Service):
         self._consumers[consumer] = None
         return consumer
 
-    def startConsuming(self, callback: Callback,  # noqa: N802 - upstream's name
+    def startConsuming(self, callback: Callback,  # upstream's name
                        key_filter: KeyFilter) -> defer.Deferred[SimpleConsumer]:
         return defer.succeed(self.consume(callback, key_filter))
 
