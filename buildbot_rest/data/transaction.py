@@ -51,11 +51,11 @@ class Write:
         return rtype
 
     def entity(self, rtype_name: str, key: Any) -> dict[str, Any] | None:
-        """The entity of resource type ``rtype_name`` whose key field (its ``key``'s
-        first name, e.g. ``buildid``) is ``key``, as a GET of it answers now; None if
-        there is none."""
+        """The entity of resource type ``rtype_name`` whose id (its ``<name>id`` field,
+        ``buildid``; else the first of its ``key``) is ``key``, as a GET of it answers
+        now; None if there is none."""
         rtype = self.rtype(rtype_name)
-        field = rtype.field_map[rtype.key[0]]
+        field = rtype.field_map.get(f"{rtype.name}id") or rtype.field_map[rtype.key[0]]
         assert field.sql is not None, f"{rtype_name} has no key column"
         return engine.fetch_one(self.conn, self.ctx, rtype, None, [field.sql == key])
 
