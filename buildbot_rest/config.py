@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import tomllib
@@ -21,17 +22,6 @@ DEFAULT_CLIENT_TIMEOUT = 60.0
 
 class ConfigError(Exception):
     """A configuration that cannot be used; the message is one line naming the culprit."""
-
-
-#: The keys of a ``[[forceschedulers]]`` table, with the type each must have.
-_FORCESCHEDULER_KEYS: dict[str, tuple[type, ...]] = {
-    "name": (str,),
-    "button_name": (str,),
-    "label": (str,),
-    "builder_names": (list,),
-    "enabled": (bool,),
-    "all_fields": (list,),
-}
 
 
 @dataclass(frozen=True)
@@ -190,34 +180,295 @@ def _check(key: str, value: Any, where: str) -> None:
                           f"not {value!r}")
 
 
+# -- force schedulers ------------------------------------------------------------------------
+#
+# A ``[[forceschedulers]]`` table is either *declared* (its fields described with
+# ``reason``, ``username``, ``priority``, ``codebases`` and ``parameters``) or *raw* (an
+# ``all_fields`` array served as given: the older form). A declared one is compiled here
+# into the ``all_fields`` that upstream's ForceScheduler serialises for the same
+# declaration, so that the entry is raw afterwards (and compiling again changes nothing).
+# What the form does not serialise but forcing needs is kept in ``_``-keys of the fields
+# (``_regex``: the pattern, which upstream serialises as null; ``_codebase``: the codebase
+# of a codebase group); the data API never serves those keys.
+
+#: upstream's identifier (a force scheduler's name)
+_IDENTIFIER = re.compile("^[a-zA-Z\u00a0-\U0010ffff_-][a-zA-Z0-9\u00a0-\U0010ffff_-]*$")
+
+#: parameter names upstream reserves for the force call itself
+RESERVED_PARAMETER_NAMES = ("owner", "builderNames", "builderid")
+
+_FS_COMMON: dict[str, type] = {
+    "name": str, "button_name": str, "label": str, "builder_names": list, "enabled": bool,
+    "reason_string": str,
+}
+_FS_RAW: dict[str, type] = {"all_fields": list}
+_FS_DECLARED: dict[str, type] = {
+    "reason": dict, "username": dict, "priority": dict, "codebases": list, "parameters": list,
+}
+
+#: for each parameter kind: upstream's ``type``, the attributes its class adds to (or
+#: changes from) BaseParameter's, and the options a table of that kind may set
+_KINDS: dict[str, tuple[str, dict[str, Any], tuple[str, ...]]] = {
+    "string": ("text", {"size": 10}, ("size",)),
+    "text": ("textarea", {"size": 10, "cols": 80, "rows": 20}, ("size", "cols", "rows")),
+    "int": ("int", {"size": 10, "default": 0}, ("size",)),
+    "boolean": ("bool", {}, ()),
+    "choice": ("list", {"choices": [], "strict": True}, ("choices", "strict", "multiple")),
+    "fixed": ("fixed", {"hide": True}, ()),
+    "username": ("username", {"size": 30, "need_email": True, "label": "Your name:"},
+                 ("size", "need_email")),
+}
+_PARAM_COMMON = ("kind", "name", "label", "tablabel", "default", "required", "regex", "hide",
+                 "maxsize", "tooltip")
+_PARAM_TYPES: dict[str, type] = {
+    "kind": str, "name": str, "label": str, "tablabel": str, "required": bool, "regex": str,
+    "hide": bool, "maxsize": int, "tooltip": str, "size": int, "cols": int, "rows": int,
+    "choices": list, "strict": bool, "multiple": bool, "need_email": bool,
+}
+_CODEBASE_KEYS: dict[str, tuple[type, ...]] = {
+    "codebase": (str,), "name": (str,), "label": (str,), "hide": (bool,),
+    "columns": (int,), "layout": (str,),
+    "branch": (str, bool, dict), "revision": (str, bool, dict),
+    "repository": (str, bool, dict), "project": (str, bool, dict),
+}
+
+
+def _keys_check(where: str, table: Any, allowed: dict[str, Any] | tuple[str, ...]) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table, not {_type_name(table)}")
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"unknown key {where}.{key} (known keys: "
+                              f"{', '.join(allowed)})")
+
+
+def _typed(where: str, value: Any, wanted: type | tuple[type, ...]) -> None:
+    types = wanted if isinstance(wanted, tuple) else (wanted,)
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        names = " or ".join(_type_name(t()) for t in types)
+        raise ConfigError(f"{where} must be {names}, not {_type_name(value)}")
+
+
+def _full_name(parent: str | None, name: str) -> str | None:
+    # upstream's fullName: '<parent>_<name>', or whichever of the two is set
+    if parent and name:
+        return f"{parent}_{name}"
+    return name or parent
+
+
+def _parameter(where: str, table: Any, parent: str | None, *, kind: str = "string",
+               name: str | None = None, defaults: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
+    """One declared parameter as upstream's ``getSpec`` serialises it (plus ``_regex``)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table, not {_type_name(table)}")
+    kind = table.get("kind", kind)
+    _typed(f"{where}.kind", kind, str)
+    if kind not in _KINDS:
+        raise ConfigError(f"{where}.kind must be one of {', '.join(_KINDS)}, not {kind!r}")
+    type_, attrs, options = _KINDS[kind]
+    _keys_check(where, table, _PARAM_COMMON + options)
+    for key, value in table.items():
+        if key in _PARAM_TYPES:
+            _typed(f"{where}.{key}", value, _PARAM_TYPES[key])
+        if key in ("maxsize", "size", "cols", "rows") and value < 0:
+            raise ConfigError(f"{where}.{key} must be at least 0, not {value}")
+    name = table.get("name", name)
+    if not name:
+        raise ConfigError(f"{where}.name is required")
+    if name in RESERVED_PARAMETER_NAMES:
+        raise ConfigError(f"{where}.name {name!r} is reserved (owner, builderNames and "
+                          "builderid are the force call's own)")
+    if "choices" in table and not all(isinstance(c, str) for c in table["choices"]):
+        raise ConfigError(f"{where}.choices must be an array of strings")
+    spec: dict[str, Any] = {
+        "name": name, "label": name, "type": type_, "default": "", "required": False,
+        "multiple": False, "regex": None, "hide": False, "maxsize": None,
+        "autopopulate": None, "tooltip": "",
+    }
+    spec.update(attrs)
+    spec.update(defaults or {})
+    spec.update({k: v for k, v in table.items() if k not in ("kind", "regex")})
+    spec["fullName"] = _full_name(parent, name)
+    spec.setdefault("tablabel", spec["label"])
+    if "tablabel" not in table and "label" in table:
+        spec["tablabel"] = table["label"]
+    if "regex" in table:
+        try:
+            re.compile(table["regex"])
+        except re.error as e:
+            raise ConfigError(f"{where}.regex is not a valid regular expression: {e}") from None
+        # upstream serialises the compiled pattern as null; forcing still checks it
+        spec["_regex"] = table["regex"]
+    _check_default(where, kind, spec)
+    return dict(sorted(spec.items()))
+
+
+def _check_default(where: str, kind: str, spec: dict[str, Any]) -> None:
+    default = spec["default"]
+    if kind == "int":
+        _typed(f"{where}.default", default, int)
+    elif kind == "boolean":
+        if default != "":
+            _typed(f"{where}.default", default, bool)
+    elif kind == "choice" and spec["multiple"]:
+        if not isinstance(default, list) or not all(isinstance(d, str) for d in default):
+            raise ConfigError(f"{where}.default must be an array of strings (multiple = true)")
+    else:
+        _typed(f"{where}.default", default, str)
+
+
+def _nested(name: str, label: str, fields: list[dict[str, Any]], *, hide: bool = False,
+            columns: int | None = None, layout: str = "vertical") -> dict[str, Any]:
+    """Upstream's NestedParameter spec around ``fields``."""
+    if columns is None:
+        columns = 2 if len([f for f in fields if not f["hide"]]) >= 4 else 1
+    return dict(sorted({
+        "name": name, "fullName": name or None, "label": label, "tablabel": label,
+        "type": "nested", "default": "", "required": False, "multiple": False,
+        "regex": None, "hide": hide, "maxsize": None, "autopopulate": None, "tooltip": "",
+        "layout": layout, "columns": columns, "fields": fields,
+    }.items()))
+
+
+def _codebase(where: str, value: Any) -> dict[str, Any]:
+    """A codebase group as upstream's CodebaseParameter serialises it (plus ``_codebase``)."""
+    if isinstance(value, str):
+        value = {"codebase": value}
+    _keys_check(where, value, tuple(_CODEBASE_KEYS))
+    for key, item in value.items():
+        _typed(f"{where}.{key}", item, _CODEBASE_KEYS[key])
+    if "codebase" not in value:
+        raise ConfigError(f"{where}.codebase is required (\"\" for the default codebase)")
+    codebase = value["codebase"]
+    name = value.get("name") or codebase
+    label = value.get("label")
+    if label is None:
+        label = f"Codebase: {codebase}" if codebase else name
+    columns = value.get("columns")
+    if columns is not None and not 1 <= columns <= 4:
+        raise ConfigError(f"{where}.columns must be from 1 to 4, not {columns}")
+    fields = []
+    for key in ("branch", "project", "repository", "revision"):  # upstream sorts them
+        item = value.get(key, {"label": key.capitalize() + ":"})
+        if item is False:
+            continue
+        if item is True:
+            raise ConfigError(f"{where}.{key} must be a table, a string (a fixed value) "
+                              "or false (no field)")
+        if isinstance(item, str):
+            item = {"kind": "fixed", "default": item}
+        if item.get("name", key) != key:
+            raise ConfigError(f"{where}.{key}.name must be {key!r} (or left out)")
+        fields.append(_parameter(f"{where}.{key}", item, name or None, name=key))
+    group = _nested(name, label, fields, hide=value.get("hide", False), columns=columns,
+                    layout=value.get("layout", "vertical"))
+    group["_codebase"] = codebase
+    return group
+
+
+def _declared_fields(where: str, value: dict[str, Any]) -> list[dict[str, Any]]:
+    """``all_fields`` for a declared force scheduler, in upstream's order: a nameless
+    group of username, reason and priority; the codebases; the parameters."""
+    username = _parameter(f"{where}.username", value.get("username", {}), None,
+                          kind="username", name="username")
+    if "reason" in value:
+        reason = _parameter(f"{where}.reason", value["reason"], None, name="reason")
+    else:
+        reason = _parameter(f"{where}.reason", {}, None, name="reason",
+                            defaults={"default": "force build", "size": 20})
+    priority_table = value.get("priority", {})
+    if isinstance(priority_table, dict) and priority_table.get("kind", "int") != "int":
+        raise ConfigError(f"{where}.priority.kind must be 'int'")
+    priority = _parameter(f"{where}.priority", priority_table, None, kind="int",
+                          name="priority")
+    fields = [_nested("", "", [username, reason, priority])]
+    codebases = value.get("codebases", [""])
+    if not codebases:
+        raise ConfigError(f"{where}.codebases cannot be empty (leave it out for the "
+                          "default codebase \"\")")
+    seen: dict[str, str] = {}
+    for i, item in enumerate(codebases):
+        group = _codebase(f"{where}.codebases[{i}]", item)
+        if group["_codebase"] in seen:
+            raise ConfigError(f"{where}.codebases[{i}]: codebase {group['_codebase']!r} "
+                              "is declared twice")
+        seen[group["_codebase"]] = ""
+        fields.append(group)
+    for i, item in enumerate(value.get("parameters", [])):
+        fields.append(_parameter(f"{where}.parameters[{i}]", item, None))
+    names: set[str] = set()
+    for field_ in _leaves(fields):
+        if field_["fullName"] in names:
+            raise ConfigError(f"{where}: two fields are named {field_['fullName']!r} "
+                              "(a form sends one value per name)")
+        names.add(field_["fullName"])
+    return fields
+
+
+def _leaves(fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for f in fields:
+        if f.get("type") == "nested" and isinstance(f.get("fields"), list):
+            out.extend(_leaves(f["fields"]))
+        else:
+            out.append(f)
+    return out
+
+
+def _raw_fields(where: str, fields: list[Any]) -> list[dict[str, Any]]:
+    for i, f in enumerate(fields):
+        if not isinstance(f, dict):
+            raise ConfigError(f"{where} must be an array of tables")
+        nested = f.get("fields")
+        if nested is not None:
+            if not isinstance(nested, list):
+                raise ConfigError(f"{where}[{i}].fields must be an array of tables")
+            _raw_fields(f"{where}[{i}].fields", nested)
+    return copy.deepcopy(fields)
+
+
 def _forcescheduler(index: int, value: Any) -> dict[str, Any]:
     """A force scheduler table checked and completed with upstream's defaults."""
     where = f"forceschedulers[{index}]"
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where} must be a table, not {_type_name(value)}")
+    known = {**_FS_COMMON, **_FS_RAW, **_FS_DECLARED}
+    _keys_check(where, value, tuple(known))
     for key, item in value.items():
-        if key not in _FORCESCHEDULER_KEYS:
-            raise ConfigError(f"unknown key {where}.{key} (known keys: "
-                              f"{', '.join(_FORCESCHEDULER_KEYS)})")
-        if not isinstance(item, _FORCESCHEDULER_KEYS[key]):
-            raise ConfigError(f"{where}.{key} must be "
-                              f"{_type_name(_FORCESCHEDULER_KEYS[key][0]())}, "
-                              f"not {_type_name(item)}")
+        _typed(f"{where}.{key}", item, known[key])
+    if "all_fields" in value:
+        mixed = [k for k in _FS_DECLARED if k in value]
+        if mixed:
+            raise ConfigError(f"{where}: all_fields cannot go with {', '.join(mixed)} "
+                              "(give the fields one way)")
     name = value.get("name")
     if not name:
         raise ConfigError(f"{where}.name is required")
+    if len(name) > 50 or not _IDENTIFIER.match(name):
+        raise ConfigError(f"{where}.name must be an identifier of at most 50 characters "
+                          f"(letters, digits, '_' and '-'), not {name!r}")
     builder_names = value.get("builder_names", [])
     if not all(isinstance(b, str) for b in builder_names):
         raise ConfigError(f"{where}.builder_names must be an array of strings")
-    all_fields = value.get("all_fields", [])
-    if not all(isinstance(f, dict) for f in all_fields):
-        raise ConfigError(f"{where}.all_fields must be an array of tables")
+    if "all_fields" in value:
+        all_fields = _raw_fields(f"{where}.all_fields", value["all_fields"])
+    else:
+        all_fields = _declared_fields(where, value)
+    reason_string = value.get("reason_string")
+    if reason_string is not None:
+        try:
+            reason_string % {"owner": "", "reason": ""}
+        except (KeyError, ValueError, TypeError) as e:
+            raise ConfigError(f"{where}.reason_string must use only %(owner)s and "
+                              f"%(reason)s: {e}") from None
     # Upstream: the label and the button name default to the scheduler's name.
-    return {
+    entry = {
         "name": name,
         "button_name": value.get("button_name") or name,
         "label": value.get("label", name),
         "builder_names": list(builder_names),
         "enabled": value.get("enabled", True),
-        "all_fields": [dict(f) for f in all_fields],
+        "all_fields": all_fields,
     }
+    if reason_string is not None:
+        entry["reason_string"] = reason_string
+    return entry

@@ -14,6 +14,7 @@ from twisted.web.resource import IResource
 from buildbot_rest.auth import AuthService
 from buildbot_rest.config import Config, ConfigError
 from buildbot_rest.data.connector import DataConnector
+from buildbot_rest.data.resources.forceschedulers import sync_scheduler_rows
 from buildbot_rest.db import Database, schema
 from buildbot_rest.db.service import DatabaseService
 from buildbot_rest.mq import SimpleMQ
@@ -98,6 +99,7 @@ class RestService(MultiService):
             log.info("database {url}: {message}", url=db.safe_url, message=status.message)
             if config.demo:
                 self._fill_demo(db)
+            self._sync_forceschedulers(db)
         finally:
             # Connections opened here must not outlive a fork (twistd daemonizing).
             db.engine.dispose()
@@ -119,6 +121,22 @@ class RestService(MultiService):
         self.prepare()
         assert self.connector is not None
         return self.connector
+
+    def _sync_forceschedulers(self, db: Database) -> None:
+        # Each configured force scheduler has its ``schedulers`` row, found or created by
+        # name as upstream's master does, so that /schedulers lists it. A database this
+        # server may not write to is served all the same.
+        if not self.config.forceschedulers:
+            return
+        try:
+            with db.engine.begin() as conn:
+                ids = sync_scheduler_rows(conn, self.config.forceschedulers)
+        except sa.exc.SQLAlchemyError as e:
+            log.warn("cannot record the force schedulers in the schedulers table: "  # noqa: G010
+                     "{error}", error=str(e).splitlines()[0])
+            return
+        log.info("force schedulers: {ids}", ids=", ".join(f"{n} (schedulerid {i})"
+                                                          for n, i in ids.items()))
 
     def _fill_demo(self, db: Database) -> None:
         from buildbot_rest import demo

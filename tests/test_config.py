@@ -59,10 +59,16 @@ builder_names = ["linux", "mac"]
     assert config.pool_size == 8
     assert config.demo is True
     assert config.create is True
-    assert config.forceschedulers == [{
+    # a table without all_fields is declared: upstream's default fields
+    # (tests/test_config_forceschedulers.py checks them against upstream's own)
+    [entry] = config.forceschedulers
+    fields = entry.pop("all_fields")
+    assert entry == {
         "name": "force", "button_name": "force", "label": "force",
-        "builder_names": ["linux", "mac"], "enabled": True, "all_fields": [],
-    }]
+        "builder_names": ["linux", "mac"], "enabled": True,
+    }
+    assert [f["fullName"] for f in fields[0]["fields"] + fields[1]["fields"]] == [
+        "username", "reason", "priority", "branch", "project", "repository", "revision"]
 
 
 def test_overrides_win_and_none_is_ignored(tmp_path: Path) -> None:

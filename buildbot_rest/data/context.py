@@ -39,6 +39,8 @@ class Catalog(Protocol):
     """What a call may look up in the data connector."""
 
     base_url: str
+    #: the master this process is, or None (see DataConnector.masterid)
+    masterid: int | None
 
     @property
     def rtypes(self) -> Mapping[str, Any]:

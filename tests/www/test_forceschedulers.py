@@ -157,8 +157,10 @@ def test_configured_without_attribute_or_config():
 
 
 def test_entity_defaults_come_from_the_configuration():
-    config = Config(forceschedulers=[{"name": "f"},
-                                     {"name": "g", "label": "", "button_name": ""}])
+    # (with the raw all_fields form: a declared table gets upstream's default fields)
+    config = Config(forceschedulers=[{"name": "f", "all_fields": []},
+                                     {"name": "g", "label": "", "button_name": "",
+                                      "all_fields": []}])
     entities = configured(SimpleNamespace(config=config))
     assert entities == [
         {"name": "f", "button_name": "f", "label": "f", "builder_names": [],

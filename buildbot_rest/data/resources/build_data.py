@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.www.test_build_data -*-
 """Build data: named blobs attached to a build. Listings leave the value out; the raw
-endpoint serves it."""
+endpoint serves it. ``setBuildData`` stores them (no events, as upstream)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,37 @@ from buildbot_rest.data import types as t
 from buildbot_rest.data.base import Field, Kind, ResourceType
 from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import Endpoint, SQLEndpoint
+from buildbot_rest.data.errors import Conflict, InvalidParams
 from buildbot_rest.data.rawdata import RawData
 from buildbot_rest.data.resolve import BUILD_FORMS, nested
+from buildbot_rest.data.resources.builds import build_row_in, integers, text_arg
 from buildbot_rest.data.resultspec import ResultSpec
+from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
 
 bd = s.build_data
+
+#: the longest name or source (the columns' length)
+NAME_LENGTH = 256
+
+
+def set_build_data_in(write: Write, buildid: int, name: str, value: bytes,
+                      source: str) -> None:
+    """Store the build's data ``name`` (insert or replace): the bytes, their length and
+    the source. A concurrent insert of the same name is replaced."""
+    build_row_in(write, buildid)
+    values = {"value": value, "length": len(value), "source": source}
+    where = (bd.c.buildid == buildid) & (bd.c.name == name)
+    for _ in range(3):
+        if write.conn.execute(bd.update().where(where).values(**values)).rowcount:
+            return
+        try:
+            with write.savepoint():
+                write.conn.execute(bd.insert().values(buildid=buildid, name=name, **values))
+        except sa.exc.IntegrityError:
+            continue  # inserted meanwhile: update it
+        return
+    raise Conflict(f"build data {name!r} of build {buildid} keeps changing; try again")
 
 class BuildDatasEndpoint(SQLEndpoint):
     patterns = nested(BUILD_FORMS, "/data")
@@ -71,6 +96,18 @@ class BuildData(ResourceType):
     # (buildid, name) is unique
     key = ("buildid", "name")
     endpoints = (BuildDatasEndpoint, BuildDataEndpoint, BuildDataValueEndpoint)
+    updates = ("setBuildData",)
+
+    async def setBuildData(self, buildid: int, name: str, value: bytes, source: str) -> None:
+        """Attach ``value`` (bytes) to the build as ``name``, replacing any earlier
+        value of that name."""
+        ids = integers({"buildid": buildid})
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise InvalidParams({"value": f"must be bytes, not {type(value).__name__}"})
+        assert self.connector is not None, "not registered with a data connector"
+        await self.connector.transact(
+            set_build_data_in, ids["buildid"], text_arg("name", name, length=NAME_LENGTH),
+            bytes(value), text_arg("source", source, length=NAME_LENGTH))
 
     def from_clause(self) -> sa.FromClause:
         return bd

@@ -1,5 +1,6 @@
-# -*- test-case-name: tests.data.test_resources -*-
-"""Builders, with the masters that serve them and their tags."""
+# -*- test-case-name: tests.data.test_updates_masters -*-
+"""Builders, with the masters that serve them and their tags; their update methods (found
+or created by name, described, served by a master) and events."""
 
 from __future__ import annotations
 
@@ -9,10 +10,19 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from buildbot_rest.data import params
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Field, Kind, ResourceType, chunked
+from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType, chunked
 from buildbot_rest.data.endpoint import SQLEndpoint
+from buildbot_rest.data.errors import InvalidParams, NotFound
+from buildbot_rest.data.resources.masters import (
+    argument,
+    find_or_create_in,
+    require_master_in,
+)
+from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
+from buildbot_rest.db.hashes import name_hash
 
 b = s.builders
 bm = s.builder_masters
@@ -74,9 +84,149 @@ class Builder(ResourceType):
     )
     key = ("builderid",)
     endpoints = (BuilderEndpoint, BuildersEndpoint)
+    updates = ("findBuilderId", "updateBuilderInfo", "updateBuilderList")
+    events = (EventKey(("builders", "{builderid}")),)
 
     def from_clause(self) -> sa.FromClause:
         return b
+
+    # -- writes, in a transaction ------------------------------------------------------
+
+    def find_builder_id_in(self, write: Write, name: str) -> int:
+        """The id of the builder named ``name``, created if there is none."""
+        digest = name_hash(name)
+        builderid, _ = find_or_create_in(write, b, [b.c.name_hash == digest],
+                                         {"name": name, "name_hash": digest})
+        assert builderid is not None
+        return builderid
+
+    def find_tag_id_in(self, write: Write, name: str) -> int:
+        """The id of the tag named ``name``, created if there is none."""
+        tags = s.tags
+        digest = name_hash(name)
+        tagid, _ = find_or_create_in(write, tags, [tags.c.name_hash == digest],
+                                     {"name": name, "name_hash": digest})
+        assert tagid is not None
+        return tagid
+
+    def update_builder_info_in(self, write: Write, builderid: int, description: str | None,
+                               description_format: str | None, description_html: str | None,
+                               projectid: int | None, tags: list[int | str]) -> None:
+        """Store a builder's description, project and tags (names, or ids of existing
+        tags; each tag once), then publish ``builders/<id>/update``."""
+        if write.conn.execute(sa.select(b.c.id).where(b.c.id == builderid)).first() is None:
+            raise NotFound(f"no builder with builderid {builderid}")
+        if projectid is not None and write.conn.execute(
+                sa.select(s.projects.c.id).where(s.projects.c.id == projectid)).first() is None:
+            raise NotFound(f"no project with projectid {projectid}")
+        tagids: list[int] = []
+        for tag in tags:
+            if isinstance(tag, int):
+                if write.conn.execute(sa.select(s.tags.c.id)
+                                      .where(s.tags.c.id == tag)).first() is None:
+                    raise NotFound(f"no tag with id {tag}")
+                tagid = tag
+            else:
+                tagid = self.find_tag_id_in(write, tag)
+            if tagid not in tagids:
+                tagids.append(tagid)
+        write.conn.execute(b.update().where(b.c.id == builderid).values(
+            description=description, description_format=description_format,
+            description_html=description_html, projectid=projectid))
+        bt = s.builders_tags
+        write.conn.execute(bt.delete().where(bt.c.builderid == builderid))
+        if tagids:
+            write.conn.execute(bt.insert(), [{"builderid": builderid, "tagid": tagid}
+                                             for tagid in tagids])
+        write.emit_entity("builder", "update", builderid)
+
+    def update_builder_list_in(self, write: Write, masterid: int,
+                               names: list[str]) -> None:
+        """Make the builders named ``names`` the ones master ``masterid`` serves (each
+        created if new); a ``stopped`` event for each it no longer serves (in builder
+        id order), then a ``started`` event for each it starts serving (in the order of
+        ``names``). Upstream publishes these partial messages directly, under the
+        builder's one key."""
+        served = write.conn.execute(
+            sa.select(b.c.id, b.c.name).join_from(bm, b, b.c.id == bm.c.builderid)
+            .where(bm.c.masterid == masterid).order_by(b.c.id)).all()
+        wanted = dict.fromkeys(names)
+        kept: set[str] = set()
+        for builderid, name in served:
+            if name in wanted:
+                kept.add(name)
+                continue
+            # its configured_workers rows would go with it (ON DELETE CASCADE), unless
+            # the database does not enforce foreign keys
+            link = [bm.c.builderid == builderid, bm.c.masterid == masterid]
+            cw = s.configured_workers
+            write.conn.execute(cw.delete().where(
+                cw.c.buildermasterid.in_(sa.select(bm.c.id).where(*link))))
+            write.conn.execute(bm.delete().where(*link))
+            write.produce(("builders", str(builderid), "stopped"),
+                          {"builderid": builderid, "masterid": masterid, "name": name})
+        for name in wanted:
+            if name in kept:
+                continue
+            builderid = self.find_builder_id_in(write, name)
+            find_or_create_in(write, bm, [bm.c.builderid == builderid, bm.c.masterid == masterid],
+                              {"builderid": builderid, "masterid": masterid})
+            write.produce(("builders", str(builderid), "started"),
+                          {"builderid": builderid, "masterid": masterid, "name": name})
+
+    # -- update methods ----------------------------------------------------------------
+
+    async def findBuilderId(self, name: str) -> int:
+        """The id of the builder named ``name``, created (with no master, description
+        or tags) if there is none."""
+        argument(params.text, "name", name, nullable=False)
+        assert self.connector is not None
+        builderid: int = await self.connector.transact(self.find_builder_id_in, name)
+        return builderid
+
+    async def updateBuilderInfo(self, builderid: int, description: str | None,
+                                description_format: str | None,
+                                description_html: str | None, projectid: int | None,
+                                tags: list[int | str]) -> None:
+        """Store a builder's description (text, format, HTML), project and tags, then
+        publish ``builders/<id>/update`` with the builder. NotFound for a missing
+        builder, project or tag id."""
+        argument(params.integer, "builderid", builderid)
+        for name, value in (("description", description),
+                            ("description_format", description_format),
+                            ("description_html", description_html)):
+            argument(params.text, name, value)
+        argument(params.integer, "projectid", projectid, nullable=True)
+        if not isinstance(tags, (list, tuple)):
+            raise InvalidParams({"tags": "must be a list of tag names or ids"})
+        for tag in tags:
+            if not isinstance(tag, str):
+                argument(params.integer, "tags", tag)
+            else:
+                argument(params.text, "tags", tag, nullable=False)
+        assert self.connector is not None
+        await self.connector.transact(self.update_builder_info_in, builderid, description,
+                                      description_format, description_html, projectid,
+                                      list(tags))
+
+    async def updateBuilderList(self, masterid: int,
+                                builderNames: list[str]) -> None:
+        """Master ``masterid`` serves exactly the builders named ``builderNames`` now
+        (those not known yet are created): ``builders/<id>/stopped`` for each it left,
+        ``builders/<id>/started`` for each it took, with upstream's partial message
+        ``{builderid, masterid, name}``. NotFound for a missing master."""
+        argument(params.integer, "masterid", masterid)
+        if not isinstance(builderNames, (list, tuple, set, frozenset)):
+            raise InvalidParams({"builderNames": "must be a list of builder names"})
+        for name in builderNames:
+            argument(params.text, "builderNames", name, nullable=False)
+
+        def update(write: Write) -> None:
+            require_master_in(write, masterid)
+            self.update_builder_list_in(write, masterid, list(builderNames))
+
+        assert self.connector is not None
+        await self.connector.transact(update)
 
     def complete(self, conn: sa.Connection, items: list[dict[str, Any]], spec: Any,
                  ctx: Any) -> None:

@@ -1,5 +1,7 @@
 # -*- test-case-name: tests.data.test_resources -*-
-"""Builds, with their properties on request (``property=``)."""
+"""Builds, with their properties on request (``property=``); their update methods
+(``addBuild``, ``setBuildStateString``, ``finishBuild``...) and their actions (``stop``,
+``rebuild``)."""
 
 from __future__ import annotations
 
@@ -9,14 +11,21 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from buildbot_rest.data import params
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Field, Kind, ResourceType, chunked
+from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType, chunked
+from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import SQLEndpoint
+from buildbot_rest.data.errors import BadRequest, Conflict, InvalidParams, NotFound
 from buildbot_rest.data.resolve import BUILD_FORMS, nested
 from buildbot_rest.data.resultspec import ResultSpec
+from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
 
 b = s.builds
+
+#: upstream's result code of a build stopped by a user (process/results.py)
+CANCELLED = 6
 
 
 def load_properties(conn: sa.Connection, buildids: list[int],
@@ -36,6 +45,142 @@ def load_properties(conn: sa.Connection, buildids: list[int],
     return out
 
 
+# -- writing ----------------------------------------------------------------------------
+
+#: the most attempts at a free build number before giving up (each failed one means a
+#: concurrent writer took the number; a few are plenty)
+NUMBER_ATTEMPTS = 100
+
+
+def integers(values: Mapping[str, Any], *nullable: str) -> dict[str, Any]:
+    """``values`` checked to be integers within 64 bits (None too for the names in
+    ``nullable``); InvalidParams naming the first that is not (an embedder's bad
+    argument, never a database error)."""
+    return {name: params.integer(values, name, required=True, nullable=name in nullable)
+            for name in values}
+
+
+def text_arg(name: str, value: Any, *, length: int | None = None) -> str:
+    """``value`` checked to be a string (of at most ``length`` characters)."""
+    value = params.text({name: value}, name, required=True, nullable=False)
+    if length is not None and len(value) > length:
+        raise InvalidParams({name: f"is longer than {length} characters"})
+    return str(value)
+
+
+def inserted_id(result: sa.CursorResult[Any]) -> int:
+    """The primary key an INSERT gave its row."""
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def require(write: Write, table: sa.Table, ident: Any, what: str) -> None:
+    """NotFound unless ``table`` has a row whose id is ``ident``."""
+    if write.conn.execute(sa.select(table.c.id).where(table.c.id == ident)).first() is None:
+        raise NotFound(f"no {what} {ident}")
+
+
+def build_row_in(write: Write, buildid: int, *, lock: bool = False) -> sa.Row[Any]:
+    """The builds row of ``buildid`` (NotFound if none); ``lock``: locked until the end
+    of the transaction (PostgreSQL, MySQL), so that writers of the same build's children
+    take turns."""
+    stmt = sa.select(b).where(b.c.id == buildid)
+    if lock:
+        stmt = stmt.with_for_update()
+    row = write.conn.execute(stmt).first()
+    if row is None:
+        raise NotFound(f"no build {buildid}")
+    return row
+
+
+def _next_number(write: Write, builderid: int) -> int:
+    highest = write.conn.execute(
+        sa.select(sa.func.max(b.c.number)).where(b.c.builderid == builderid)).scalar()
+    return 1 if highest is None else int(highest) + 1
+
+
+def add_build_in(write: Write, builderid: int, buildrequestid: int, workerid: int | None,
+                 masterid: int, state_string: str = "created") -> tuple[int, int]:
+    """Insert a build (upstream's ``db.builds.addBuild``): number one more than the
+    builder's highest (from 1), started now, state ``created``; no event. A number
+    taken meanwhile by a concurrent writer is retried with the next one. Answers
+    ``(buildid, number)``."""
+    require(write, s.builders, builderid, "builder")
+    require(write, s.buildrequests, buildrequestid, "build request")
+    if workerid is not None:
+        require(write, s.workers, workerid, "worker")
+    require(write, s.masters, masterid, "master")
+    number = _next_number(write, builderid)
+    for _ in range(NUMBER_ATTEMPTS):
+        try:
+            with write.savepoint():
+                result = write.conn.execute(b.insert().values(
+                    number=number, builderid=builderid, buildrequestid=buildrequestid,
+                    workerid=workerid, masterid=masterid, started_at=write.now,
+                    complete_at=None, locks_duration_s=0, state_string=state_string,
+                    results=None))
+        except sa.exc.IntegrityError:
+            # a concurrent build took the number (it is committed and visible now), or
+            # the id sequence lagged behind explicit ids (then the same number again)
+            number = max(number, _next_number(write, builderid))
+            continue
+        return inserted_id(result), number
+    raise Conflict(f"no free build number for builder {builderid}: too many concurrent "
+                   "builds; try again")
+
+
+def _update_build(write: Write, buildid: int, event: str, **values: Any) -> None:
+    result = write.conn.execute(b.update().where(b.c.id == buildid).values(**values))
+    if result.rowcount == 0:
+        raise NotFound(f"no build {buildid}")
+    write.emit_entity("build", event, buildid)
+
+
+def set_build_state_string_in(write: Write, buildid: int, state_string: str) -> None:
+    """Store the build's state string; its ``update`` event."""
+    _update_build(write, buildid, "update", state_string=state_string)
+
+
+def add_build_locks_duration_in(write: Write, buildid: int, duration_s: int) -> None:
+    """Add ``duration_s`` to the build's ``locks_duration_s``; its ``update`` event."""
+    _update_build(write, buildid, "update",
+                  locks_duration_s=b.c.locks_duration_s + duration_s)
+
+
+def finish_build_in(write: Write, buildid: int, results: int) -> None:
+    """Finish the build now with ``results``; its ``finished`` event."""
+    _update_build(write, buildid, "finished", complete_at=write.now, results=results)
+
+
+def cancel_build_in(write: Write, buildid: int, reason: str) -> None:
+    """Finish a build that no running master holds as its master would have finished
+    it on a user's stop: its open logs finished, its unfinished steps finished
+    CANCELLED, its state string ``cancelled (<reason>)``, the build finished CANCELLED,
+    then its build request completed CANCELLED (and the buildset, if that was its last
+    request), each with its events, in upstream's order."""
+    # imported here: those modules import this one
+    from buildbot_rest.data.resources.buildrequests import complete_in
+    from buildbot_rest.data.resources.steps import finish_open_steps_in
+
+    finish_open_steps_in(write, buildid, CANCELLED)
+    set_build_state_string_in(write, buildid, f"cancelled ({reason})")
+    finish_build_in(write, buildid, CANCELLED)
+    brid = build_row_in(write, buildid).buildrequestid
+    if brid is not None:
+        # False (nothing written) when it is complete already
+        complete_in(write, [brid], CANCELLED)
+
+
+def master_is_active(write: Write, masterid: int | None) -> bool:
+    """Whether the master is active (a running master would act on a control message)."""
+    if masterid is None:
+        return False
+    active = write.conn.execute(
+        sa.select(s.masters.c.active).where(s.masters.c.id == masterid)).scalar()
+    return bool(active)
+
+
 class BuildEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
     patterns = BUILD_FORMS
@@ -43,6 +188,51 @@ class BuildEndpoint(SQLEndpoint):
 
     def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [b.c.id == ids["buildid"]]
+
+    async def action_stop(self, ctx: Context, params_: Mapping[str, Any],
+                          kwargs: Mapping[str, Any]) -> None:
+        """``stop`` with ``params.reason`` (a string, default "no reason"; upstream's
+        ``results`` parameter is ignored, as upstream ignores it). A running build whose
+        master is active: upstream's control message ``control/builds/<id>/stop``
+        ``{reason}`` for that master to act on. A running build whose master is not
+        active (nobody would act): finished CANCELLED in the database
+        (:func:`cancel_build_in`). A finished build: nothing. Result: null."""
+        reason = params.text(params_, "reason", default="no reason")
+        if reason is None:
+            reason = "no reason"
+
+        def stop(write: Write) -> None:
+            buildid = self.entity_in(write.conn, ctx, kwargs)["buildid"]
+            # locked: of two concurrent stops, the second sees the build finished
+            build = build_row_in(write, buildid, lock=True)
+            if build.complete_at is not None:
+                return
+            if master_is_active(write, build.masterid):
+                write.produce(("control", "builds", str(buildid), "stop"), {"reason": reason})
+            else:
+                cancel_build_in(write, buildid, reason)
+
+        await ctx.connector.transact(stop, user=ctx.user)
+
+    async def action_rebuild(self, ctx: Context, params_: Mapping[str, Any],
+                             kwargs: Mapping[str, Any]) -> list[Any]:
+        """``rebuild``: a new buildset for the build's builder on the same source
+        stamps, with the original buildset's properties (upstream's
+        ``rebuildBuildrequest``). Result: ``[bsid, {"<builderid>": brid}]``; 409 when
+        the build has no build request to rebuild."""
+        from buildbot_rest.data.resources.buildrequests import rebuild_in
+
+        def rebuild(write: Write) -> tuple[int, dict[int, int]]:
+            build = self.entity_in(write.conn, ctx, kwargs)
+            brid = build["buildrequestid"]
+            request = None if brid is None else write.entity("buildrequest", brid)
+            if request is None:
+                raise Conflict(f"build {build['buildid']} has no build request to rebuild"
+                               + ("" if brid is None else f" (build request {brid} is gone)"))
+            return rebuild_in(write, request)
+
+        bsid, brids = await ctx.connector.transact(rebuild, user=ctx.user)
+        return [bsid, {str(builderid): brid for builderid, brid in brids.items()}]
 
 
 class BuildsEndpoint(SQLEndpoint):
@@ -105,6 +295,64 @@ class Build(ResourceType):
     )
     key = ("buildid",)
     endpoints = (BuildEndpoint, BuildsEndpoint, BuildTriggeredBuildsEndpoint)
+    actions = ("stop", "rebuild")
+    updates = ("addBuild", "generateNewBuildEvent", "setBuildStateString",
+               "add_build_locks_duration", "finishBuild")
+    events = (
+        EventKey(("builders", "{builderid}", "builds", "{number}")),
+        EventKey(("builds", "{buildid}")),
+        EventKey(("workers", "{workerid}", "builds", "{buildid}")),
+    )
+
+    # -- update methods (upstream's names, parameters and answers) --
+
+    async def addBuild(self, builderid: int, buildrequestid: int,
+                       workerid: int | None) -> tuple[int, int]:
+        """Record a new build of a build request on a builder by a worker (None: no
+        worker), run by this process's master (``connector.masterid``, which must be
+        set: only a master runs builds). Answers ``(buildid, number)``; no event (a
+        master announces the build with :meth:`generateNewBuildEvent` once it has set
+        its properties, as upstream does)."""
+        ids = integers({"builderid": builderid, "buildrequestid": buildrequestid,
+                        "workerid": workerid}, "workerid")
+        masterid = getattr(self.connector, "masterid", None)
+        if masterid is None:
+            raise BadRequest("addBuild needs the master that runs the build: set "
+                             "connector.masterid (RestService.data.masterid) to the id of "
+                             "this process's masters row first")
+        return await self._transact(add_build_in, ids["builderid"], ids["buildrequestid"],
+                                    ids["workerid"], masterid)
+
+    async def generateNewBuildEvent(self, buildid: int) -> None:
+        """Publish the build's ``new`` event."""
+        ids = integers({"buildid": buildid})
+
+        def announce(write: Write) -> None:
+            build_row_in(write, ids["buildid"])
+            write.emit_entity("build", "new", ids["buildid"])
+
+        await self._transact(announce)
+
+    async def setBuildStateString(self, buildid: int, state_string: str) -> None:
+        """Set the build's state string ("building", "failed"...); ``update`` event."""
+        ids = integers({"buildid": buildid})
+        await self._transact(set_build_state_string_in, ids["buildid"],
+                             text_arg("state_string", state_string))
+
+    async def add_build_locks_duration(self, buildid: int, duration_s: int) -> None:
+        """Add ``duration_s`` seconds spent waiting for locks; ``update`` event."""
+        ids = integers({"buildid": buildid, "duration_s": duration_s})
+        await self._transact(add_build_locks_duration_in, ids["buildid"], ids["duration_s"])
+
+    async def finishBuild(self, buildid: int, results: int) -> None:
+        """Finish the build now with ``results`` (0 success ... 6 cancelled);
+        ``finished`` event."""
+        ids = integers({"buildid": buildid, "results": results})
+        await self._transact(finish_build_in, ids["buildid"], ids["results"])
+
+    async def _transact(self, fn: Any, *args: Any) -> Any:
+        assert self.connector is not None, "not registered with a data connector"
+        return await self.connector.transact(fn, *args)
 
     def from_clause(self) -> sa.FromClause:
         return b

@@ -1,5 +1,6 @@
-# -*- test-case-name: tests.www.test_schedulers -*-
-"""Change sources, each with the master that runs it embedded (or null)."""
+# -*- test-case-name: tests.data.test_updates_masters -*-
+"""Change sources, each with the master that runs it embedded (or null); their update
+methods (found by name, claimed by a master)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,20 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from buildbot_rest.data import params
 from buildbot_rest.data import types as t
 from buildbot_rest.data.base import Field, Kind, ResourceType
 from buildbot_rest.data.endpoint import SQLEndpoint
+from buildbot_rest.data.errors import NotFound
+from buildbot_rest.data.resources.masters import (
+    argument,
+    find_or_create_in,
+    require_master_in,
+)
 from buildbot_rest.data.resources.schedulers import MASTER_ENTITY, embed_masters
+from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
+from buildbot_rest.db.hashes import name_hash
 
 cs = s.changesources
 csm = s.changesource_masters
@@ -55,6 +65,7 @@ class ChangeSource(ResourceType):
     key = ("changesourceid",)
     extra_columns = (csm.c.masterid.label("_masterid"),)
     endpoints = (ChangeSourceEndpoint, ChangeSourcesEndpoint)
+    updates = ("findChangeSourceId", "trySetChangeSourceMaster")
 
     def from_clause(self) -> sa.FromClause:
         return cs.outerjoin(csm, csm.c.changesourceid == cs.c.id)
@@ -62,6 +73,52 @@ class ChangeSource(ResourceType):
     def complete(self, conn: sa.Connection, items: list[dict[str, Any]], spec: Any,
                  ctx: Any) -> None:
         embed_masters(conn, ctx, items)
+
+    def release_all_in(self, write: Write, masterid: int) -> None:
+        """Master ``masterid`` runs no change source any more."""
+        write.conn.execute(csm.delete().where(csm.c.masterid == masterid))
+
+    async def findChangeSourceId(self, name: str) -> int:
+        """The id of the change source named ``name``, created if there is none."""
+        argument(params.text, "name", name, nullable=False)
+
+        def find(write: Write) -> int:
+            digest = name_hash(name)
+            changesourceid, _ = find_or_create_in(write, cs, [cs.c.name_hash == digest],
+                                                  {"name": name, "name_hash": digest})
+            assert changesourceid is not None
+            return changesourceid
+
+        assert self.connector is not None
+        changesourceid: int = await self.connector.transact(find)
+        return changesourceid
+
+    async def trySetChangeSourceMaster(self, changesourceid: int,
+                                       masterid: int | None) -> bool:
+        """Claim change source ``changesourceid`` for master ``masterid``: True if
+        this master runs it now, False if a master (this one included, as upstream)
+        already did. ``masterid`` None releases it (True). NotFound for a missing change
+        source or master."""
+        argument(params.integer, "changesourceid", changesourceid)
+        argument(params.integer, "masterid", masterid, nullable=True)
+
+        def claim(write: Write) -> bool:
+            if write.conn.execute(sa.select(cs.c.id).where(cs.c.id == changesourceid)
+                                  ).first() is None:
+                raise NotFound(f"no change source with changesourceid {changesourceid}")
+            if masterid is None:
+                write.conn.execute(csm.delete().where(csm.c.changesourceid == changesourceid))
+                return True
+            require_master_in(write, masterid)
+            _, created = find_or_create_in(
+                write, csm, [csm.c.changesourceid == changesourceid],
+                {"changesourceid": changesourceid, "masterid": masterid},
+                id_column=csm.c.changesourceid)
+            return created
+
+        assert self.connector is not None
+        claimed: bool = await self.connector.transact(claim)
+        return claimed
 
 
 RESOURCE_TYPES = (ChangeSource,)

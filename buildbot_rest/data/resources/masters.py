@@ -1,26 +1,101 @@
-# -*- test-case-name: tests.data.test_resources -*-
-"""Masters: the build masters that share this database."""
+# -*- test-case-name: tests.data.test_updates_masters -*-
+"""Masters: the build masters that share this database; their update methods (a master
+started, stopped or expired, with upstream's housekeeping) and events.
+
+Also the helpers the update methods of the other resource types share: finding a row
+by name or creating it (:func:`find_or_create_in`) and checking an argument
+(:func:`argument`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 
+from buildbot_rest.data import params
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Field, Kind, ResourceType
+from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType
 from buildbot_rest.data.endpoint import SQLEndpoint
+from buildbot_rest.data.errors import NotFound
+from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
+from buildbot_rest.db.hashes import name_hash
+
+if TYPE_CHECKING:
+    from buildbot_rest.data.resources.builders import Builder
+    from buildbot_rest.data.resources.changesources import ChangeSource
+    from buildbot_rest.data.resources.workers import Worker
 
 m = s.masters
 bm = s.builder_masters
+
+#: a master that has not said it is alive for this long is expired (upstream's 10 min)
+EXPIRE_SECONDS = 10 * 60
+
+#: upstream's results code of a build or step to be tried again
+RETRY = 5
 
 
 def serves(builderid: Any) -> sa.ColumnElement[bool]:
     """The master (masters.id) serves the builder."""
     return sa.exists().where(bm.c.masterid == m.c.id, bm.c.builderid == builderid)
 
+
+# -- helpers of every update method ---------------------------------------------------------
+
+def argument(check: Callable[..., Any], name: str, value: Any, **kw: Any) -> Any:
+    """An update method's argument, checked as a control action's parameter is (``check``
+    is :func:`buildbot_rest.data.params.integer`, ``text`` or ``boolean``): the value,
+    or InvalidParams naming it."""
+    return check({name: value}, name, required=True, **kw)
+
+
+def find_or_create_in(write: Write, table: sa.Table,
+                      where: Sequence[sa.ColumnElement[bool]], values: Mapping[str, Any],
+                      *, create: bool = True,
+                      id_column: sa.Column[Any] | None = None) -> tuple[int | None, bool]:
+    """``(id, created)`` of the row of ``table`` that ``where`` selects; when there is
+    none and ``create``, the row inserted with ``values``. A concurrent write that
+    inserts the same row first (a unique index refuses ours) is found instead, as
+    upstream's ``findSomethingId`` does. ``(None, False)`` when there is none and not
+    ``create``. ``id_column``: the primary key, when it is not ``id``."""
+    key = id_column if id_column is not None else table.c.id
+    select = sa.select(key).where(*where).order_by(key).limit(1)
+    found = write.conn.execute(select).scalar()
+    if found is not None or not create:
+        return found, False
+    try:
+        with write.savepoint():
+            write.conn.execute(table.insert().values(**values))
+            created = write.conn.execute(select).scalar()
+    except sa.exc.IntegrityError:
+        found = write.conn.execute(select).scalar()
+        if found is None:
+            raise
+        return found, False
+    assert created is not None
+    return int(created), True
+
+
+def find_or_create_master_in(write: Write, name: str) -> int:
+    """The id of the master named ``name``, its row created (inactive, last active now,
+    as upstream's ``findMasterId``) if there is none."""
+    digest = name_hash(name)
+    masterid, _ = find_or_create_in(
+        write, m, [m.c.name_hash == digest],
+        {"name": name, "name_hash": digest, "active": 0, "last_active": write.now})
+    assert masterid is not None
+    return masterid
+
+
+def require_master_in(write: Write, masterid: int) -> None:
+    """NotFound unless master ``masterid`` exists."""
+    if write.conn.execute(sa.select(m.c.id).where(m.c.id == masterid)).first() is None:
+        raise NotFound(f"no master with masterid {masterid}")
+
+
+# -- endpoints and the resource type --------------------------------------------------------
 
 class MasterEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
@@ -41,6 +116,10 @@ class MastersEndpoint(SQLEndpoint):
         return [serves(ids["builderid"])] if "builderid" in ids else []
 
 
+#: a master that was just deactivated: (masterid, name, whether it was active before)
+_Deactivated = tuple[int, str, bool]
+
+
 class Master(ResourceType):
     name = "master"
     plural = "masters"
@@ -52,9 +131,160 @@ class Master(ResourceType):
     )
     key = ("masterid",)
     endpoints = (MasterEndpoint, MastersEndpoint)
+    updates = ("masterActive", "masterStopped", "expireMasters")
+    events = (EventKey(("masters", "{masterid}")),)
 
     def from_clause(self) -> sa.FromClause:
         return m
+
+    # -- writes, in a transaction ------------------------------------------------------
+
+    def set_state_in(self, write: Write, masterid: int, active: bool) -> bool:
+        """Store whether the master is active (an active one is alive now: its
+        ``last_active`` is refreshed); a master marked inactive no longer runs its
+        schedulers. Whether its state changed; NotFound if there is no such master."""
+        row = write.conn.execute(sa.select(m.c.active).where(m.c.id == masterid)).first()
+        if row is None:
+            raise NotFound(f"no master with masterid {masterid}")
+        values: dict[str, Any] = {"active": int(active)}
+        if active:
+            values["last_active"] = write.now
+        else:
+            write.conn.execute(s.scheduler_masters.delete()
+                               .where(s.scheduler_masters.c.masterid == masterid))
+        write.conn.execute(m.update().where(m.c.id == masterid).values(**values))
+        return bool(row.active) != active
+
+    def housekeeping_in(self, write: Write, masterid: int) -> None:
+        """What upstream does in the database for a master that is gone (after
+        :meth:`set_state_in` marked it inactive and released its schedulers): its
+        workers are no longer configured on it, its builders no longer served by it
+        (builder ``stopped`` events), its change sources released. (Its builds are
+        finished apart, see :meth:`finish_builds`.)"""
+        cast("Worker", write.rtype("worker")).deconfigure_all_in(write, masterid)
+        cast("Builder", write.rtype("builder")).update_builder_list_in(write, masterid, [])
+        # (its schedulers were released with its state: set_state_in)
+        cast("ChangeSource", write.rtype("changesource")).release_all_in(write, masterid)
+
+    def deactivate_in(self, write: Write, masterid: int, name: str,
+                      housekeeping: bool = False) -> _Deactivated | None:
+        """Mark a master inactive; if it was active (or ``housekeeping``), do its
+        housekeeping. What :meth:`after_deactivation` needs, or None (nothing done)."""
+        changed = self.set_state_in(write, masterid, False)
+        if not changed and not housekeeping:
+            return None
+        self.housekeeping_in(write, masterid)
+        return masterid, name, changed
+
+    # -- after the transaction ---------------------------------------------------------
+
+    async def finish_builds(self, masterid: int) -> None:
+        """Upstream's rest of the housekeeping, through the update methods of builds,
+        steps, logs and build requests (each its own write): the master's unfinished
+        builds end with RETRY, their running steps too, and their open logs are
+        finished; then its claims on unfinished requests are given up. A step skipped
+        when the update methods it needs are not offered."""
+        connector = cast(Any, self.connector)
+        updates = connector.updates
+        names = set(updates.names())
+
+        def running(conn: sa.Connection) -> list[tuple[int, int | None, int | None]]:
+            b, st, lg = s.builds, s.steps, s.logs
+            stmt = (sa.select(b.c.id, st.c.id, lg.c.id)
+                    .select_from(b.outerjoin(st, sa.and_(st.c.buildid == b.c.id,
+                                                         st.c.results.is_(None)))
+                                 .outerjoin(lg, sa.and_(lg.c.stepid == st.c.id,
+                                                        lg.c.complete == 0)))
+                    .where(b.c.masterid == masterid, b.c.complete_at.is_(None))
+                    .order_by(b.c.id, st.c.id, lg.c.id))
+            return [(row[0], row[1], row[2]) for row in conn.execute(stmt)]
+
+        def claimed(conn: sa.Connection) -> list[int]:
+            brc, br = s.buildrequest_claims, s.buildrequests
+            stmt = (sa.select(brc.c.brid).join_from(brc, br, br.c.id == brc.c.brid)
+                    .where(brc.c.masterid == masterid, br.c.complete == 0)
+                    .order_by(brc.c.brid))
+            return [row[0] for row in conn.execute(stmt)]
+
+        ctx = connector.context()
+        rows = await ctx.run(running)
+        builds: dict[int, dict[int, list[int]]] = {}
+        for buildid, stepid, logid in rows:
+            steps = builds.setdefault(buildid, {})
+            if stepid is not None:
+                logs = steps.setdefault(stepid, [])
+                if logid is not None:
+                    logs.append(logid)
+        for buildid, steps in builds.items():
+            for stepid, logids in steps.items():
+                if "finishLog" in names:
+                    for logid in logids:
+                        await updates.finishLog(logid=logid)
+                if "finishStep" in names:
+                    await updates.finishStep(stepid=stepid, results=RETRY, hidden=False)
+            if "finishBuild" in names:
+                await updates.finishBuild(buildid=buildid, results=RETRY)
+        if "unclaimBuildRequests" in names:
+            brids = await ctx.run(claimed)
+            if brids:
+                await updates.unclaimBuildRequests(brids=brids)
+
+    async def after_deactivation(self, deactivated: _Deactivated) -> None:
+        """Finish the builds of a deactivated master; then, if it was active, publish
+        ``masters/<id>/stopped`` (last, as upstream)."""
+        masterid, name, changed = deactivated
+        await self.finish_builds(masterid)
+        if changed:
+            message = {"masterid": masterid, "name": name, "active": False}
+            assert self.connector is not None
+            for key in self.routing_keys(message, "stopped"):
+                self.connector.produce(key, message)
+
+    # -- update methods ----------------------------------------------------------------
+
+    async def masterActive(self, name: str, masterid: int) -> None:
+        """The master is alive (upstream's heartbeat): ``active`` set, ``last_active``
+        now; ``masters/<id>/started`` when it was inactive. NotFound if there is no
+        such master."""
+        argument(params.text, "name", name, nullable=False)
+        argument(params.integer, "masterid", masterid)
+
+        def activate(write: Write) -> None:
+            if self.set_state_in(write, masterid, True):
+                write.emit("master", "started",
+                           {"masterid": masterid, "name": name, "active": True})
+
+        assert self.connector is not None
+        await self.connector.transact(activate)
+
+    async def masterStopped(self, name: str, masterid: int) -> None:
+        """The master stopped: if it was active, it is marked inactive, its housekeeping
+        done and ``masters/<id>/stopped`` published. NotFound if there is no such
+        master."""
+        argument(params.text, "name", name, nullable=False)
+        argument(params.integer, "masterid", masterid)
+        assert self.connector is not None
+        deactivated = await self.connector.transact(self.deactivate_in, masterid, name)
+        if deactivated is not None:
+            await self.after_deactivation(deactivated)
+
+    async def expireMasters(self, forceHouseKeeping: bool = False) -> None:
+        """Deactivate every master not seen alive for 10 minutes, as
+        :meth:`masterStopped` does; with ``forceHouseKeeping``, the housekeeping of
+        those that were inactive already is done again (without an event)."""
+        argument(params.boolean, "forceHouseKeeping", forceHouseKeeping)
+
+        def expire(write: Write) -> list[_Deactivated]:
+            old = write.conn.execute(
+                sa.select(m.c.id, m.c.name).where(m.c.last_active < write.now - EXPIRE_SECONDS)
+                .order_by(m.c.id)).all()
+            done = [self.deactivate_in(write, masterid, name, forceHouseKeeping)
+                    for masterid, name in old]
+            return [d for d in done if d is not None]
+
+        assert self.connector is not None
+        for deactivated in await self.connector.transact(expire):
+            await self.after_deactivation(deactivated)
 
 
 RESOURCE_TYPES = (Master,)

@@ -1,5 +1,6 @@
-# -*- test-case-name: tests.www.test_projects -*-
-"""Projects, found by id or by name."""
+# -*- test-case-name: tests.data.test_updates_projects -*-
+"""Projects, found by id or by name; their update methods (found or created by name,
+described) and events."""
 
 from __future__ import annotations
 
@@ -8,15 +9,22 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from buildbot_rest.data import engine, params
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Field, Kind, ResourceType
+from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType
 from buildbot_rest.data.endpoint import SQLEndpoint
+from buildbot_rest.data.errors import InvalidParams, NotFound
+from buildbot_rest.data.resources.masters import argument, find_or_create_in
+from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
-from buildbot_rest.db.hashes import name_hash
+from buildbot_rest.db.hashes import name_hash, shorten
 
 p = s.projects
 b = s.builders
 bm = s.builder_masters
+
+#: the length of the ``slug`` columns of projects and codebases
+SLUG_LENGTH = 50
 
 #: a project is active when one of its builders is served by some master
 ACTIVE = sa.exists().where(b.c.projectid == p.c.id, bm.c.builderid == b.c.id)
@@ -56,6 +64,8 @@ class Project(ResourceType):
     # upstream lists projects by name
     key = ("name", "projectid")
     endpoints = (ProjectEndpoint, ProjectsEndpoint)
+    updates = ("find_project_id", "update_project_info")
+    events = (EventKey(("projects", "{projectid}")),)
 
     def from_clause(self) -> sa.FromClause:
         return p
@@ -66,6 +76,58 @@ class Project(ResourceType):
         if spec is None or not spec.filters_on("active"):
             for item in items:
                 item["active"] = None
+
+    async def find_project_id(self, name: str, auto_create: bool = True) -> int | None:
+        """The id of the project named ``name``; if there is none, created (its slug is
+        its name, shortened as upstream shortens names to fit 50 characters) when
+        ``auto_create``, else None."""
+        argument(params.text, "name", name, nullable=False)
+        argument(params.boolean, "auto_create", auto_create)
+
+        def find(write: Write) -> int | None:
+            digest = name_hash(name)
+            projectid, _ = find_or_create_in(
+                write, p, [p.c.name_hash == digest],
+                {"name": name, "name_hash": digest, "slug": shorten(name, SLUG_LENGTH)},
+                create=auto_create)
+            return projectid
+
+        assert self.connector is not None
+        projectid: int | None = await self.connector.transact(find)
+        return projectid
+
+    async def update_project_info(self, projectid: int, slug: str, description: str | None,
+                                  description_format: str | None,
+                                  description_html: str | None) -> None:
+        """Store a project's slug and description (text, format, HTML), then publish
+        ``projects/<id>/update`` with the project. NotFound for a missing project."""
+        argument(params.integer, "projectid", projectid)
+        check_slug(slug)
+        for name, value in (("description", description),
+                            ("description_format", description_format),
+                            ("description_html", description_html)):
+            argument(params.text, name, value)
+
+        def update(write: Write) -> None:
+            done = write.conn.execute(p.update().where(p.c.id == projectid).values(
+                slug=slug, description=description, description_format=description_format,
+                description_html=description_html))
+            if not done.rowcount:
+                raise NotFound(f"no project with projectid {projectid}")
+            # (not emit_entity: a project's first key field is its name)
+            project = engine.fetch_one(write.conn, write.ctx, self, None, [p.c.id == projectid])
+            assert project is not None
+            write.emit("project", "update", project)
+
+        assert self.connector is not None
+        await self.connector.transact(update)
+
+
+def check_slug(slug: Any) -> None:
+    """InvalidParams unless ``slug`` is text that fits its column."""
+    argument(params.text, "slug", slug, nullable=False)
+    if len(slug) > SLUG_LENGTH:
+        raise InvalidParams({"slug": f"must be at most {SLUG_LENGTH} characters long"})
 
 
 RESOURCE_TYPES = (Project,)

@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.www.test_properties -*-
 """Properties of builds, buildsets and changes: as one ``{name: [value, source]}`` dict
-(``property``), or as a collection of ``{name, source, value}`` rows (``_property``)."""
+(``property``), or as a collection of ``{name, source, value}`` rows (``_property``);
+the update methods that set build properties."""
 
 from __future__ import annotations
 
@@ -17,9 +18,16 @@ from buildbot_rest.data import types as t
 from buildbot_rest.data.base import Field, Kind, ResourceType, chunked
 from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import Endpoint, SQLEndpoint
+from buildbot_rest.data.errors import InvalidParams
 from buildbot_rest.data.resolve import BUILD_FORMS, nested
-from buildbot_rest.data.resources.builds import load_properties
+from buildbot_rest.data.resources.builds import (
+    build_row_in,
+    integers,
+    load_properties,
+    text_arg,
+)
 from buildbot_rest.data.resultspec import ResultSpec
+from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
 
 bp = s.build_properties
@@ -150,6 +158,70 @@ def _value_mysql(element: sourced_value, compiler: Any, **kw: Any) -> str:
                           f"char_length(JSON_EXTRACT({x}, '$[1]')))")
 
 
+# -- writing build properties ----------------------------------------------------------
+
+#: the longest property name or source (the columns' length)
+NAME_LENGTH = 256
+
+
+def property_json(name: str, value: Any) -> str:
+    """The value's JSON text as upstream stores it (``json.dumps``); InvalidParams if it
+    has no JSON form (NaN and infinities have none that a client can read)."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise InvalidParams({name: f"value is not JSON-serialisable: {e}"}) from None
+
+
+def checked_property(name: Any, value: Any, source: Any) -> tuple[str, str, str]:
+    """``(name, value's JSON text, source)`` checked for storage."""
+    name = text_arg("name", name, length=NAME_LENGTH)
+    source = text_arg("source", source, length=NAME_LENGTH)
+    return name, property_json(name, value), source
+
+
+def set_build_properties_in(write: Write, buildid: int,
+                            properties: Mapping[str, tuple[str, str]], *,
+                            always_publish: bool = False) -> dict[str, list[Any]]:
+    """Store ``{name: (value JSON text, source)}`` on the build (insert or update each
+    row). Publishes ``builds/<id>/properties/update`` with the properties whose value
+    or source changed, as ``{name: [value, source]}`` (every given one when
+    ``always_publish``; nothing when none changed), and answers that dict."""
+    # locked: concurrent writers of the build's properties take turns (the table has no
+    # unique key to catch a duplicate row)
+    build_row_in(write, buildid, lock=True)
+    stored = {row.name: (row.value, row.source) for row in write.conn.execute(
+        sa.select(bp.c.name, bp.c.value, bp.c.source).where(
+            bp.c.buildid == buildid, bp.c.name.in_(list(properties))))}
+    changed: dict[str, list[Any]] = {}
+    for name, (value_json, source) in properties.items():
+        old = stored.get(name)
+        if old is None:
+            write.conn.execute(bp.insert().values(buildid=buildid, name=name,
+                                                  value=value_json, source=source))
+        elif old != (value_json, source):
+            write.conn.execute(bp.update().where(bp.c.buildid == buildid, bp.c.name == name)
+                               .values(value=value_json, source=source))
+        elif not always_publish:
+            continue
+        changed[name] = [json.loads(value_json), source]
+    if changed:
+        write.produce(("builds", str(buildid), "properties", "update"), changed)
+    return changed
+
+
+def _as_dict(properties: Any) -> Mapping[str, Any]:
+    """``{name: (value, source)}`` from a mapping, or from upstream's ``IProperties``
+    object (``getProperties().asDict()``; renderables are not rendered)."""
+    if hasattr(properties, "getProperties"):
+        properties = properties.getProperties()
+    if hasattr(properties, "asDict"):
+        properties = properties.asDict()
+    if not isinstance(properties, Mapping):
+        raise InvalidParams({"properties": "must be a mapping of name to (value, source)"})
+    return properties
+
+
 class JsonText(t.String):
     """A JSON document as a string (upstream declares ``jsonobject``); filterable as text."""
 
@@ -184,6 +256,29 @@ class Properties(ResourceType):
     name = "property"
     plural = "properties"
     endpoints = (BuildsetPropertiesEndpoint, BuildPropertiesEndpoint)
+    updates = ("setBuildProperties", "setBuildProperty")
+
+    async def setBuildProperties(self, buildid: int, properties: Any) -> None:
+        """Set several properties of a build: ``properties`` is ``{name: (value,
+        source)}`` (or upstream's ``IProperties``). Publishes the changed ones."""
+        ids = integers({"buildid": buildid})
+        checked: dict[str, tuple[str, str]] = {}
+        for name, pair in _as_dict(properties).items():
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise InvalidParams({"properties": f"{name!r}: give (value, source)"})
+            name, value_json, source = checked_property(name, pair[0], pair[1])
+            checked[name] = (value_json, source)
+        assert self.connector is not None, "not registered with a data connector"
+        await self.connector.transact(set_build_properties_in, ids["buildid"], checked)
+
+    async def setBuildProperty(self, buildid: int, name: str, value: Any, source: str) -> None:
+        """Set one property of a build; publishes it, changed or not (as upstream),
+        under its own name (upstream's message says ``"name"``: a bug)."""
+        ids = integers({"buildid": buildid})
+        name, value_json, source = checked_property(name, value, source)
+        assert self.connector is not None, "not registered with a data connector"
+        await self.connector.transact(set_build_properties_in, ids["buildid"],
+                                      {name: (value_json, source)}, always_publish=True)
 
     @property
     def entity_type(self) -> Any:

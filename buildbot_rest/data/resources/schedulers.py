@@ -13,8 +13,10 @@ from buildbot_rest.data import types as t
 from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType, chunked
 from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import SQLEndpoint
-from buildbot_rest.data.transaction import Write
+from buildbot_rest.data.errors import BadRequest
+from buildbot_rest.data.resources import forceschedulers
 from buildbot_rest.data.resources.masters import Master
+from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
 
 sch = s.schedulers
@@ -63,9 +65,28 @@ class SchedulerEndpoint(SQLEndpoint):
 
         def enable(write: Write) -> None:
             schedulerid = self.entity_in(write.conn, write.ctx, kwargs)["schedulerid"]
-            self.rtype.set_enabled(write, schedulerid, enabled)
+            rtype = self.rtype
+            assert isinstance(rtype, Scheduler)
+            rtype.set_enabled(write, schedulerid, enabled)
 
         await ctx.connector.transact(enable, user=ctx.user)
+
+    async def action_force(self, ctx: Context, params_: Mapping[str, Any],
+                           kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """``force`` on the row of one of the configured force schedulers (found by
+        name): the same as ``force`` on ``/forceschedulers/<name>`` (an extension:
+        upstream has none here). Result: ``{"buildsetid": bsid, "buildrequestids":
+        {"<builderid>": brid}}``. 400 if the scheduler is not a force scheduler of this
+        server's configuration."""
+        scheduler = await ctx.run(self.entity_in, ctx, kwargs)
+        entry = forceschedulers.find_configured(ctx, scheduler["name"])
+        if entry is None:
+            raise BadRequest(f"scheduler {scheduler['schedulerid']} "
+                             f"({scheduler['name']}) is not a force scheduler of this "
+                             "server's configuration")
+        bsid, brids = await forceschedulers.force(ctx, entry, params_)
+        return {"buildsetid": bsid,
+                "buildrequestids": {str(k): v for k, v in brids.items()}}
 
 
 class SchedulersEndpoint(SQLEndpoint):
@@ -92,7 +113,7 @@ class Scheduler(ResourceType):
     key = ("schedulerid",)
     extra_columns = (sm.c.masterid.label("_masterid"),)
     endpoints = (SchedulerEndpoint, SchedulersEndpoint)
-    actions = ("enable",)
+    actions = ("enable", "force")
     updates = ("schedulerEnable",)
     events = (EventKey(("schedulers", "{schedulerid}")),)
 
@@ -102,7 +123,7 @@ class Scheduler(ResourceType):
                            .values(enabled=int(bool(enabled))))
         write.emit_entity("scheduler", "updated", schedulerid)
 
-    async def schedulerEnable(self, schedulerid: int, v: bool) -> None:  # noqa: N802
+    async def schedulerEnable(self, schedulerid: int, v: bool) -> None:
         """Enable or disable a scheduler (upstream's update method): 404 if none."""
         def enable(write: Write) -> None:
             if write.entity("scheduler", schedulerid) is None:

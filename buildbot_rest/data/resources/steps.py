@@ -1,5 +1,6 @@
 # -*- test-case-name: tests.www.test_steps_logs -*-
-"""Steps of a build, with their URLs."""
+"""Steps of a build, with their URLs; their update methods (``addStep``, ``startStep``,
+``finishStep``...) and events."""
 
 from __future__ import annotations
 
@@ -9,13 +10,21 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from buildbot_rest.data import engine, params
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Field, Kind, ResourceType
+from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType
 from buildbot_rest.data.endpoint import SQLEndpoint
+from buildbot_rest.data.errors import Conflict, NotFound
 from buildbot_rest.data.resolve import BUILD_FORMS, STEP_FORMS, nested
+from buildbot_rest.data.resources.builds import build_row_in, inserted_id, integers, text_arg
+from buildbot_rest.data.resources.logs import finish_log_in
+from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
 
 st = s.steps
+
+#: the longest step name (the column's length)
+NAME_LENGTH = 50
 
 #: the entity type of one step URL
 URL = t.Entity("Url", {"name": t.String(), "url": t.String()})
@@ -36,6 +45,136 @@ def parse_urls(text: str | None) -> list[dict[str, Any]]:
 def _text(value: Any) -> str | None:
     # the URL entity's fields are strings: anything else stored reads as missing
     return value if isinstance(value, str) else None
+
+
+# -- writing ----------------------------------------------------------------------------
+
+def emit_step(write: Write, event: str, stepid: int) -> dict[str, Any]:
+    """Publish ``event`` about the step as a GET answers it now; answers the step."""
+    # by id: the type's first key field is the step's number
+    step = engine.fetch_one(write.conn, write.ctx, write.rtype("step"), None,
+                            [st.c.id == stepid])
+    if step is None:
+        raise NotFound(f"no step {stepid}")
+    write.emit("step", event, step)
+    return step
+
+
+def _free_name(name: str, taken: set[str]) -> str:
+    """``name``, or upstream's ``<name>_<k>`` (cut to fit 50 characters) with the
+    smallest k not ``taken``."""
+    if name not in taken:
+        return name
+    k = 1
+    while True:
+        suffix = f"_{k}"
+        candidate = name[:NAME_LENGTH - len(suffix)] + suffix
+        if candidate not in taken:
+            return candidate
+        k += 1
+
+
+def add_step_in(write: Write, buildid: int, name: str) -> tuple[int, int, str]:
+    """Insert a step (upstream's ``db.steps.addStep``): number one more than the
+    build's highest (from 0), state ``pending``, no URLs; a name the build already
+    has becomes ``<name>_<k>``. Its ``new`` event. Answers ``(stepid, number, name)``."""
+    # locked: concurrent writers of the build's steps take turns (PostgreSQL, MySQL;
+    # SQLite writers always do)
+    build_row_in(write, buildid, lock=True)
+    for _ in range(100):
+        rows = write.conn.execute(sa.select(st.c.number, st.c.name)
+                                  .where(st.c.buildid == buildid)).all()
+        number = max((row.number for row in rows), default=-1) + 1
+        chosen = _free_name(name, {row.name for row in rows})
+        try:
+            with write.savepoint():
+                result = write.conn.execute(st.insert().values(
+                    buildid=buildid, number=number, name=chosen, started_at=None,
+                    locks_acquired_at=None, complete_at=None, state_string="pending",
+                    results=None, urls_json="[]", hidden=0))
+        except sa.exc.IntegrityError:
+            # a writer that does not lock the build (another master) took the number
+            # or the name: look again
+            continue
+        stepid = inserted_id(result)
+        emit_step(write, "new", stepid)
+        return stepid, number, chosen
+    raise Conflict(f"no free step number or name in build {buildid}; try again")
+
+
+def _update_step(write: Write, stepid: int, event: str, **values: Any) -> None:
+    result = write.conn.execute(st.update().where(st.c.id == stepid).values(**values))
+    if result.rowcount == 0:
+        raise NotFound(f"no step {stepid}")
+    emit_step(write, event, stepid)
+
+
+def start_step_in(write: Write, stepid: int, started_at: int | None = None,
+                  locks_acquired: bool = False) -> None:
+    """Start the step at ``started_at`` (now if None); with ``locks_acquired`` its
+    locks were acquired at the same time. Its ``started`` event."""
+    when = write.now if started_at is None else started_at
+    values = {"started_at": when}
+    if locks_acquired:
+        values["locks_acquired_at"] = when
+    _update_step(write, stepid, "started", **values)
+
+
+def set_step_locks_acquired_at_in(write: Write, stepid: int,
+                                  locks_acquired_at: int | None = None) -> None:
+    """The time the step acquired its locks (now if None); ``updated`` event."""
+    _update_step(write, stepid, "updated",
+                 locks_acquired_at=write.now if locks_acquired_at is None
+                 else locks_acquired_at)
+
+
+def set_step_state_string_in(write: Write, stepid: int, state_string: str) -> None:
+    """The step's state string; ``updated`` event."""
+    _update_step(write, stepid, "updated", state_string=state_string)
+
+
+def add_step_url_in(write: Write, stepid: int, name: str, url: str) -> None:
+    """Append ``{name, url}`` to the step's URLs unless it is there already;
+    ``updated`` event either way (as upstream)."""
+    # locked: two writers appending at once both keep their URL
+    stored = write.conn.execute(sa.select(st.c.urls_json).where(st.c.id == stepid)
+                                .with_for_update()).first()
+    if stored is None:
+        raise NotFound(f"no step {stepid}")
+    urls = t.loads_json(stored.urls_json, [])
+    if not isinstance(urls, list):
+        urls = []  # damaged by another writer: start again
+    item = {"name": name, "url": url}
+    if item not in urls:
+        urls.append(item)
+        write.conn.execute(st.update().where(st.c.id == stepid)
+                           .values(urls_json=json.dumps(urls)))
+    emit_step(write, "updated", stepid)
+
+
+def finish_step_in(write: Write, stepid: int, results: int, hidden: bool) -> None:
+    """Finish the step now with ``results``, hidden or not; ``finished`` event."""
+    _update_step(write, stepid, "finished", complete_at=write.now, results=results,
+                 hidden=1 if hidden else 0)
+
+
+def finish_open_steps_in(write: Write, buildid: int, results: int) -> None:
+    """Finish each unfinished step of the build with ``results`` (keeping its
+    ``hidden``), in number order, after finishing its open logs (upstream's master
+    housekeeping does the same, with RETRY): log ``finished`` and step ``finished``
+    events."""
+    lg = s.logs
+    steps = write.conn.execute(
+        sa.select(st.c.id, st.c.hidden)
+        .where(st.c.buildid == buildid, st.c.complete_at.is_(None))
+        .order_by(st.c.number, st.c.id)).all()
+    for step in steps:
+        logids = write.conn.execute(
+            sa.select(lg.c.id).where(lg.c.stepid == step.id, lg.c.complete == 0)
+            .order_by(lg.c.id)).scalars().all()
+        for logid in logids:
+            finish_log_in(write, logid)
+        finish_step_in(write, step.id, results, bool(step.hidden))
 
 
 class StepEndpoint(SQLEndpoint):
@@ -76,6 +215,59 @@ class Step(ResourceType):
     key = ("number", "stepid")
     extra_columns = (st.c.urls_json.label("_urls_json"),)
     endpoints = (StepEndpoint, StepsEndpoint)
+    updates = ("addStep", "startStep", "set_step_locks_acquired_at", "setStepStateString",
+               "addStepURL", "finishStep")
+    events = (
+        EventKey(("builds", "{buildid}", "steps", "{stepid}")),
+        EventKey(("steps", "{stepid}")),
+    )
+
+    # -- update methods (upstream's names, parameters and answers) --
+
+    async def addStep(self, buildid: int, name: str) -> tuple[int, int, str]:
+        """Add a step to a build; answers ``(stepid, number, name)``, the name being
+        ``<name>_<k>`` when the build already has a step of that name."""
+        ids = integers({"buildid": buildid})
+        return await self._transact(add_step_in, ids["buildid"],
+                                    text_arg("name", name, length=NAME_LENGTH))
+
+    async def startStep(self, stepid: int, started_at: int | None = None,
+                        locks_acquired: bool = False) -> None:
+        """Start a step at ``started_at`` (epoch seconds; now if None)."""
+        ids = integers({"stepid": stepid, "started_at": started_at}, "started_at")
+        locks = params.boolean({"locks_acquired": locks_acquired}, "locks_acquired",
+                               required=True)
+        await self._transact(start_step_in, ids["stepid"], ids["started_at"], locks)
+
+    async def set_step_locks_acquired_at(self, stepid: int,
+                                         locks_acquired_at: int | None = None) -> None:
+        """Record when the step acquired its locks (now if None)."""
+        ids = integers({"stepid": stepid, "locks_acquired_at": locks_acquired_at},
+                       "locks_acquired_at")
+        await self._transact(set_step_locks_acquired_at_in, ids["stepid"],
+                             ids["locks_acquired_at"])
+
+    async def setStepStateString(self, stepid: int, state_string: str) -> None:
+        """Set the step's state string."""
+        ids = integers({"stepid": stepid})
+        await self._transact(set_step_state_string_in, ids["stepid"],
+                             text_arg("state_string", state_string))
+
+    async def addStepURL(self, stepid: int, name: str, url: str) -> None:
+        """Add a link to the step's URLs (once)."""
+        ids = integers({"stepid": stepid})
+        await self._transact(add_step_url_in, ids["stepid"], text_arg("name", name),
+                             text_arg("url", url))
+
+    async def finishStep(self, stepid: int, results: int, hidden: bool) -> None:
+        """Finish the step now with ``results``, ``hidden`` from the UI or not."""
+        ids = integers({"stepid": stepid, "results": results})
+        hide = params.boolean({"hidden": hidden}, "hidden", required=True)
+        await self._transact(finish_step_in, ids["stepid"], ids["results"], hide)
+
+    async def _transact(self, fn: Any, *args: Any) -> Any:
+        assert self.connector is not None, "not registered with a data connector"
+        return await self.connector.transact(fn, *args)
 
     def from_clause(self) -> sa.FromClause:
         return st
