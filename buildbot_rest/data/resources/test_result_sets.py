@@ -1,5 +1,6 @@
-# -*- test-case-name: tests.www.test_test_results -*-
-"""Test result sets: one per test run of a step, and the sets of a range of commits."""
+# -*- test-case-name: tests.data.test_updates_test_results -*-
+"""Test result sets: one per test run of a step, and the sets of a range of commits;
+their update methods ``addTestResultSet`` and ``completeTestResultSet``."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from buildbot_rest.data import params
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Field, Kind, ResourceType
+from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType
 from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import SQLEndpoint
+from buildbot_rest.data.errors import Conflict, InvalidParams, NotFound
 from buildbot_rest.data.resolve import BUILD_FORMS, STEP_FORMS, nested
+from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
 
 trs = s.test_result_sets
@@ -134,9 +138,92 @@ class TestResultSet(ResourceType):
     key = ("test_result_setid",)
     endpoints = (TestResultSetsEndpoint, CommitRangeTestResultSetsEndpoint,
                  TestResultSetEndpoint)
+    updates = ("addTestResultSet", "completeTestResultSet")
+    events = (EventKey(("test_result_sets", "{test_result_setid}")),)
 
     def from_clause(self) -> sa.FromClause:
         return trs
+
+    async def addTestResultSet(self, builderid: int, buildid: int, stepid: int,
+                               description: str | None, category: str,
+                               value_unit: str) -> int:
+        """Add an incomplete test result set of a step; answers its id. NotFound if the
+        builder, build or step does not exist; InvalidParams if the step is not of that
+        build or the build not of that builder (their sets could not be read)."""
+        ids = {name: params.integer({name: value}, name, required=True)
+               for name, value in (("builderid", builderid), ("buildid", buildid),
+                                   ("stepid", stepid))}
+        values = {
+            "description": params.text({"description": description}, "description",
+                                       required=True),
+            "category": params.text({"category": category}, "category", required=True,
+                                    nullable=False),
+            "value_unit": params.text({"value_unit": value_unit}, "value_unit",
+                                      required=True, nullable=False),
+        }
+        assert self.connector is not None
+        setid: int = await self.connector.transact(add_test_result_set_in, **ids, **values)
+        return setid
+
+    async def completeTestResultSet(self, test_result_setid: int,
+                                    tests_passed: int | None = None,
+                                    tests_failed: int | None = None) -> None:
+        """Mark a set complete, with its counts of passed and failed tests when given.
+        NotFound if there is no such set, Conflict if it is already complete."""
+        setid = params.integer({"test_result_setid": test_result_setid},
+                               "test_result_setid", required=True)
+        counts = {name: params.integer({name: value}, name, nullable=True)
+                  for name, value in (("tests_passed", tests_passed),
+                                      ("tests_failed", tests_failed))}
+        assert self.connector is not None
+        await self.connector.transact(complete_test_result_set_in, setid, **counts)
+
+
+def _row(write: Write, table: sa.Table, ident: int, what: str,
+         *columns: sa.Column[Any]) -> sa.Row[Any]:
+    row = write.conn.execute(sa.select(*columns).where(table.c.id == ident)).first()
+    if row is None:
+        raise NotFound(f"no {what} {ident}")
+    return row
+
+
+def add_test_result_set_in(write: Write, *, builderid: int, buildid: int, stepid: int,
+                           description: str | None, category: str, value_unit: str) -> int:
+    """Insert a test result set (``complete=0``, no counts) and publish its ``new``
+    event; answers its id. See :meth:`TestResultSet.addTestResultSet` for errors."""
+    _row(write, s.builders, builderid, "builder", s.builders.c.id)
+    build = _row(write, s.builds, buildid, "build", s.builds.c.builderid)
+    step = _row(write, s.steps, stepid, "step", s.steps.c.buildid)
+    if build.builderid != builderid:
+        raise InvalidParams({"buildid": f"build {buildid} is not a build of builder "
+                                        f"{builderid}"})
+    if step.buildid != buildid:
+        raise InvalidParams({"stepid": f"step {stepid} is not a step of build {buildid}"})
+    key = write.conn.execute(trs.insert().values(
+        builderid=builderid, buildid=buildid, stepid=stepid, description=description,
+        category=category, value_unit=value_unit, complete=0)).inserted_primary_key
+    assert key is not None
+    setid = int(key[0])
+    write.emit_entity("test_result_set", "new", setid)
+    return setid
+
+
+def complete_test_result_set_in(write: Write, setid: int, *, tests_passed: int | None = None,
+                                tests_failed: int | None = None) -> None:
+    """Mark a set complete (the counts only when given, as upstream) and publish its
+    ``completed`` event. NotFound if there is none, Conflict if it is complete."""
+    values: dict[str, Any] = {"complete": 1}
+    if tests_passed is not None:
+        values["tests_passed"] = tests_passed
+    if tests_failed is not None:
+        values["tests_failed"] = tests_failed
+    done = write.conn.execute(trs.update().values(values)
+                              .where(trs.c.id == setid, trs.c.complete == 0))
+    if done.rowcount == 0:
+        if write.entity("test_result_set", setid) is None:
+            raise NotFound(f"no test result set {setid}")
+        raise Conflict(f"test result set {setid} is already complete")
+    write.emit_entity("test_result_set", "completed", setid)
 
 
 RESOURCE_TYPES = (TestResultSet,)
