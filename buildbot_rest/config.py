@@ -20,6 +20,10 @@ DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 DEFAULT_CLIENT_TIMEOUT = 60.0
 
 
+#: the log compression methods, by upstream's names (``logCompressionMethod``)
+LOG_COMPRESSION_METHODS = ("raw", "gz", "bz2", "lz4", "zstd", "br")
+
+
 class ConfigError(Exception):
     """A configuration that cannot be used; the message is one line naming the culprit."""
 
@@ -51,6 +55,10 @@ class Config:
     #: seconds the standalone server waits for a client: for a request to arrive whole,
     #: for the next request on an idle connection, and for it to take some of its answer
     client_timeout: float = DEFAULT_CLIENT_TIMEOUT
+    #: how the update method ``appendLog`` compresses new log chunks (upstream's
+    #: ``logCompressionMethod``): "raw", "gz", "bz2", "lz4", "zstd" or "br"; a chunk is
+    #: stored compressed only when that makes it smaller
+    log_compression_method: str = "zstd"
     #: force schedulers, completed with upstream's defaults here: the data API serves
     #: them as they are
     forceschedulers: list[dict[str, Any]] = field(default_factory=list)
@@ -142,6 +150,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "workers": ((int,), "an integer"),
     "shutdown_timeout": ((int, float), "a number of seconds"),
     "client_timeout": ((int, float), "a number of seconds"),
+    "log_compression_method": ((str,), "a string"),
     "forceschedulers": ((list,), "an array of tables"),
 }
 
@@ -170,6 +179,9 @@ def _check(key: str, value: Any, where: str) -> None:
     if key == "access_log" and not value:
         raise ConfigError(f"{where}'access_log' must be \"-\", \"off\" or a file path, "
                           "not empty")
+    if key == "log_compression_method" and value not in LOG_COMPRESSION_METHODS:
+        raise ConfigError(f"{where}'log_compression_method' must be one of "
+                          f"{', '.join(LOG_COMPRESSION_METHODS)}, not {value!r}")
     if key == "db_url" and not value:
         raise ConfigError(f"{where}'db_url' must not be empty")
     if key == "port" and isinstance(value, str) and value.isdigit():

@@ -129,3 +129,16 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_unknown_override() -> None:
     with pytest.raises(ConfigError, match="unknown setting 'colour'"):
         Config().merged(colour="blue")
+
+
+def test_log_compression_method() -> None:
+    assert Config().log_compression_method == "zstd"
+    assert Config(log_compression_method="br").log_compression_method == "br"
+    with pytest.raises(ConfigError, match="'log_compression_method' must be one of raw, gz"):
+        Config(log_compression_method="xz")
+
+
+def test_log_compression_methods_are_the_writable_codecs() -> None:
+    from buildbot_rest.config import LOG_COMPRESSION_METHODS
+    from buildbot_rest.db.logchunks_write import COMPRESSION_METHODS
+    assert tuple(COMPRESSION_METHODS) == LOG_COMPRESSION_METHODS

@@ -14,7 +14,15 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from buildbot_rest.mq.base import Callback, KeyFilter, RoutingKey, check_filter, check_key, matches
+from buildbot_rest.mq.base import (
+    Callback,
+    Consumer,
+    KeyFilter,
+    RoutingKey,
+    check_filter,
+    check_key,
+    matches,
+)
 
 log = Logger()
 
@@ -73,7 +81,7 @@ class SimpleMQ(Service):
         return consumer
 
     def startConsuming(self, callback: Callback,  # upstream's name
-                       key_filter: KeyFilter) -> defer.Deferred[SimpleConsumer]:
+                       key_filter: KeyFilter) -> defer.Deferred[Consumer]:
         return defer.succeed(self.consume(callback, key_filter))
 
     def stopService(self) -> None:
