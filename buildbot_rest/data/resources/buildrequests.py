@@ -1,20 +1,28 @@
 # -*- test-case-name: tests.www.test_buildrequests -*-
 """Build requests, with their claims and, on request (``property=``), the properties of
-their buildset."""
+their buildset; claiming, unclaiming, completing and rebuilding them, and the ``cancel``
+and ``set_priority`` actions."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
+from buildbot_rest.data import params
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Field, Kind, ResourceType
+from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType, chunked
+from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import SQLEndpoint
+from buildbot_rest.data.errors import Conflict, InvalidParams, NotFound
+from buildbot_rest.data.resources.buildsets import add_buildset_in, maybe_buildset_complete_in
+from buildbot_rest.data.resources.masters import find_or_create_master_in
 from buildbot_rest.data.resources.properties import load_buildset_properties
+from buildbot_rest.data.resources.sourcestamps import check_epoch, check_int
 from buildbot_rest.data.resultspec import ResultSpec
+from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
 
 br = s.buildrequests
@@ -24,6 +32,13 @@ claims = s.buildrequest_claims
 _complete = sa.func.coalesce(br.c.complete, 0) != 0
 _claimed = claims.c.claimed_at.is_not(None)
 
+RETRY = 5
+CANCELLED = 6
+
+#: the name of the ``masters`` row that claims in the server's name when the connector
+#: acts for no master (``connector.masterid`` is None); it is never active
+OWN_MASTER_NAME = "buildbot_rest"
+
 
 class BuildRequestEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
@@ -32,6 +47,56 @@ class BuildRequestEndpoint(SQLEndpoint):
 
     def where(self, ids: Mapping[str, Any]) -> list[Any]:
         return [br.c.id == ids["buildrequestid"]]
+
+    async def action_cancel(self, ctx: Context, params_: Mapping[str, Any],
+                            kwargs: Mapping[str, Any]) -> None:
+        """``cancel`` with an optional ``params.reason``. A waiting request is claimed
+        in the server's name and completed as CANCELLED at once (events ``claimed``,
+        ``complete``, the buildset's ``complete`` if it was the last, then
+        ``buildrequests/<id>/cancel`` with the request); a claimed one is left to the
+        master holding it, through ``control/buildrequests/<id>/cancel`` with
+        ``{"reason"}``. A complete request is left as it is (as upstream, whose master
+        finds nothing to cancel). Result: null."""
+        reason = params.text(params_, "reason") or "no reason"
+
+        def cancel(write: Write) -> None:
+            entity = self.entity_in(write.conn, ctx, kwargs)
+            brid = entity["buildrequestid"]
+            if entity["complete"]:
+                return
+            if not entity["claimed"]:
+                try:
+                    claim_in(write, [brid])
+                except Conflict:
+                    pass  # a master claimed it meanwhile: ask it, below
+                else:
+                    complete_in(write, [brid], CANCELLED)
+                    done = write.entity("buildrequest", brid)
+                    assert done is not None
+                    write.produce(("buildrequests", str(brid), "cancel"), done)
+                    return
+            write.produce(("control", "buildrequests", str(brid), "cancel"),
+                          {"reason": reason})
+
+        await ctx.connector.transact(cancel, user=ctx.user)
+
+    async def action_set_priority(self, ctx: Context, params_: Mapping[str, Any],
+                                  kwargs: Mapping[str, Any]) -> None:
+        """``set_priority`` with ``params.priority`` (an integer, required): the
+        request's priority; 409 if it is complete. No event (upstream sends none).
+        Result: null."""
+        priority = params.integer(params_, "priority", required=True)
+        check_int("priority", priority)
+
+        def set_priority(write: Write) -> None:
+            entity = self.entity_in(write.conn, ctx, kwargs)
+            brid = entity["buildrequestid"]
+            done = write.conn.execute(br.update().where(br.c.id == brid, sa.not_(_complete))
+                                      .values(priority=priority))
+            if entity["complete"] or done.rowcount != 1:
+                raise Conflict(f"build request {brid} is already complete")
+
+        await ctx.connector.transact(set_priority, user=ctx.user)
 
 
 class BuildRequestsEndpoint(SQLEndpoint):
@@ -83,6 +148,48 @@ class BuildRequest(ResourceType):
     )
     key = ("buildrequestid",)
     endpoints = (BuildRequestEndpoint, BuildRequestsEndpoint)
+    actions = ("cancel", "set_priority")
+    updates = ("claimBuildRequests", "unclaimBuildRequests", "completeBuildRequests",
+               "rebuildBuildrequest")
+    events = (
+        EventKey(("buildsets", "{buildsetid}", "builders", "{builderid}", "buildrequests",
+                  "{buildrequestid}")),
+        EventKey(("buildrequests", "{buildrequestid}")),
+        EventKey(("builders", "{builderid}", "buildrequests", "{buildrequestid}")),
+    )
+
+    async def claimBuildRequests(self, brids: Sequence[int],
+                                 claimed_at: Any = None) -> bool:
+        """Claim requests for this master (upstream's update method): True, or False
+        if one of them is already claimed (then none is). See :func:`claim_in`."""
+        def claim(write: Write) -> bool:
+            try:
+                claim_in(write, brids, claimed_at)
+            except Conflict:
+                return False
+            return True
+
+        assert self.connector is not None
+        return await self.connector.transact(claim)
+
+    async def unclaimBuildRequests(self, brids: Sequence[int]) -> None:
+        """Release this master's claims (upstream's update method)."""
+        assert self.connector is not None
+        await self.connector.transact(unclaim_in, brids)
+
+    async def completeBuildRequests(self, brids: Sequence[int], results: int,
+                                    complete_at: Any = None) -> bool:
+        """Complete requests (upstream's update method): True, or False if one of
+        them is complete already or missing (then none is). See :func:`complete_in`."""
+        assert self.connector is not None
+        return await self.connector.transact(complete_in, brids, results, complete_at)
+
+    async def rebuildBuildrequest(self, buildrequest: Mapping[str, Any]
+                                  ) -> tuple[int, dict[int, int]]:
+        """A new buildset that builds a request again (upstream's update method);
+        answers ``(bsid, {builderid: brid})``. See :func:`rebuild_in`."""
+        assert self.connector is not None
+        return await self.connector.transact(rebuild_in, buildrequest)
 
     def from_clause(self) -> sa.FromClause:
         # No join with source stamps: a request whose buildset has none is still listed.
@@ -98,6 +205,150 @@ class BuildRequest(ResourceType):
         props = load_buildset_properties(conn, sorted({i["buildsetid"] for i in items}), names)
         for item in items:
             item["properties"] = dict(props.get(item["buildsetid"], {}))
+
+
+# -- writing ------------------------------------------------------------------------------
+
+def own_masterid(write: Write) -> int:
+    """The master id claims are made with: ``connector.masterid``, or else the server's
+    own ``masters`` row (named :data:`OWN_MASTER_NAME`, inactive), created if needed."""
+    masterid = write.ctx.connector.masterid
+    if masterid is not None:
+        return int(masterid)
+    return find_or_create_master_in(write, OWN_MASTER_NAME)
+
+
+def _brids(brids: Any) -> list[int]:
+    """The ids, each once, in the order given; InvalidParams if they are not ids."""
+    if isinstance(brids, (str, bytes, Mapping)) or not isinstance(brids, Sequence):
+        raise InvalidParams({"brids": "must be a list of build request ids"})
+    out: list[int] = []
+    for brid in brids:
+        params.integer({"brids": brid}, "brids", required=True)
+        if brid not in out:
+            out.append(brid)
+    return out
+
+
+def _existing(write: Write, brids: list[int]) -> None:
+    found: set[int] = set()
+    for chunk in chunked(brids):
+        found.update(r[0] for r in write.conn.execute(sa.select(br.c.id)
+                                                      .where(br.c.id.in_(chunk))))
+    missing = [b for b in brids if b not in found]
+    if missing:
+        raise NotFound(f"no build request with id {missing[0]}")
+
+
+def claim_in(write: Write, brids: Sequence[int], claimed_at: Any = None,
+             masterid: int | None = None) -> None:
+    """Claim requests for ``masterid`` (default :func:`own_masterid`) at ``claimed_at``
+    (epoch seconds or a datetime; the write's time by default), and publish each one's
+    ``claimed``. All or none: Conflict (409) if one is already claimed (as upstream's
+    AlreadyClaimedError), also when a concurrent write claims it first; NotFound if one
+    does not exist."""
+    ids = _brids(brids)
+    if not ids:
+        return
+    when = check_epoch("claimed_at", claimed_at, write.now)
+    _existing(write, ids)
+    if masterid is None:
+        masterid = own_masterid(write)
+    for chunk in chunked(ids):
+        taken = write.conn.execute(sa.select(claims.c.brid)
+                                   .where(claims.c.brid.in_(chunk))).first()
+        if taken is not None:
+            raise Conflict(f"build request {taken[0]} is already claimed")
+    try:
+        with write.savepoint():
+            write.conn.execute(claims.insert(), [
+                {"brid": brid, "masterid": masterid, "claimed_at": when} for brid in ids])
+    except sa.exc.IntegrityError:
+        raise Conflict("build requests already claimed by another master") from None
+    for brid in ids:
+        write.emit_entity("buildrequest", "claimed", brid)
+
+
+def unclaim_in(write: Write, brids: Sequence[int]) -> None:
+    """Delete this master's claims (:func:`own_masterid`) on requests (others' claims
+    stay, as upstream) and publish each one's ``unclaimed``. NotFound if one does not
+    exist."""
+    ids = _brids(brids)
+    if not ids:
+        return
+    _existing(write, ids)
+    masterid = own_masterid(write)
+    for chunk in chunked(ids):
+        write.conn.execute(claims.delete().where(claims.c.brid.in_(chunk),
+                                                 claims.c.masterid == masterid))
+    for brid in ids:
+        write.emit_entity("buildrequest", "unclaimed", brid)
+
+
+def complete_in(write: Write, brids: Sequence[int], results: int,
+                complete_at: Any = None) -> bool:
+    """Complete requests with ``results`` at ``complete_at`` (the write's time by
+    default), publish each one's ``complete``, then complete their buildsets that have
+    no incomplete request left. All or none: False (nothing written) if one is complete
+    already or missing, as upstream. RETRY is refused (InvalidParams), as upstream."""
+    ids = _brids(brids)
+    results = check_int("results", results, bits=16)
+    if results == RETRY:
+        raise InvalidParams({"results": "a build request cannot be completed with RETRY"})
+    when = check_epoch("complete_at", complete_at, write.now)
+    if not ids:
+        return True
+    with write.savepoint() as savepoint:
+        for chunk in chunked(ids):
+            done = write.conn.execute(br.update().where(br.c.id.in_(chunk),
+                                                        sa.not_(_complete))
+                                      .values(complete=1, results=results,
+                                              complete_at=when))
+            if done.rowcount != len(chunk):
+                savepoint.rollback()
+                return False
+    bsids: list[int] = []
+    for brid in ids:
+        entity = write.emit_entity("buildrequest", "complete", brid)
+        if entity["buildsetid"] not in bsids:
+            bsids.append(entity["buildsetid"])
+    for bsid in bsids:
+        maybe_buildset_complete_in(write, bsid)
+    return True
+
+
+def rebuild_in(write: Write, buildrequest: Mapping[str, Any]) -> tuple[int, dict[int, int]]:
+    """Upstream's ``rebuildBuildrequest``: a new buildset (scheduler and reason
+    ``rebuild``, not waited for) on the same source stamps with the original buildset's
+    properties, external id and parent, and one request for the same builder.
+    ``rebuilt_buildid`` is the original buildset's if it has one (a rebuild of a
+    rebuild), else the first build of the request. ``buildrequest`` is the request as
+    the data API gives it (``buildrequestid``, ``buildsetid`` and ``builderid`` are
+    read). Answers ``(bsid, {builderid: brid})``."""
+    if not isinstance(buildrequest, Mapping):
+        raise InvalidParams({"buildrequest": "must be a build request"})
+    for name in ("buildrequestid", "buildsetid", "builderid"):
+        params.integer(buildrequest, name, required=True)
+    buildset = write.entity("buildset", buildrequest["buildsetid"])
+    if buildset is None:
+        raise NotFound(f"no buildset with bsid {buildrequest['buildsetid']}")
+    bsid = buildset["bsid"]
+    properties = load_buildset_properties(write.conn, [bsid], None).get(bsid, {})
+    builds = s.builds
+    first = write.conn.execute(
+        sa.select(builds.c.id).where(builds.c.buildrequestid == buildrequest["buildrequestid"])
+        .order_by(builds.c.id).limit(1)).scalar()
+    rebuilt = buildset["rebuilt_buildid"]
+    if rebuilt is None and first is not None:
+        rebuilt = first
+    return add_buildset_in(
+        write, waited_for=False, scheduler="rebuild",
+        sourcestamps=[stamp["ssid"] for stamp in buildset["sourcestamps"]],
+        reason="rebuild", properties={k: tuple(v) for k, v in properties.items()},
+        builderids=[buildrequest["builderid"]],
+        external_idstring=buildset["external_idstring"], rebuilt_buildid=rebuilt,
+        parent_buildid=buildset["parent_buildid"],
+        parent_relationship=buildset["parent_relationship"])
 
 
 RESOURCE_TYPES = (BuildRequest,)

@@ -315,7 +315,7 @@ class Build(ResourceType):
         its properties, as upstream does)."""
         ids = integers({"builderid": builderid, "buildrequestid": buildrequestid,
                         "workerid": workerid}, "workerid")
-        masterid = getattr(self.connector, "masterid", None)
+        masterid = self.connector.masterid
         if masterid is None:
             raise BadRequest("addBuild needs the master that runs the build: set "
                              "connector.masterid (RestService.data.masterid) to the id of "

@@ -1,19 +1,29 @@
 # -*- test-case-name: tests.www.test_buildsets -*-
-"""Buildsets, each with its source stamps embedded."""
+"""Buildsets, each with its source stamps embedded; adding a buildset with its build
+requests, and completing it once they are all complete."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from buildbot_rest.data import engine
+from buildbot_rest.data import engine, params
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Field, Kind, ResourceType, chunked
+from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType, chunked
 from buildbot_rest.data.endpoint import SQLEndpoint
+from buildbot_rest.data.errors import InvalidParams, NotFound
 from buildbot_rest.data.resources import sourcestamps
+from buildbot_rest.data.resources.sourcestamps import (
+    check_epoch,
+    check_int,
+    check_text,
+    inserted_id,
+)
+from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
 
 bs = s.buildsets
@@ -75,6 +85,31 @@ class Buildset(ResourceType):
     )
     key = ("bsid",)
     endpoints = (BuildsetEndpoint, BuildsetsEndpoint)
+    updates = ("addBuildset", "maybeBuildsetComplete")
+    events = (EventKey(("buildsets", "{bsid}")),)
+
+    async def addBuildset(
+            self, waited_for: bool, scheduler: str | None = None,
+            sourcestamps: Sequence[int | Mapping[str, Any]] | None = None,
+            reason: str = "", properties: Mapping[str, Any] | None = None,
+            builderids: Sequence[int] | None = None, external_idstring: str | None = None,
+            rebuilt_buildid: int | None = None, parent_buildid: int | None = None,
+            parent_relationship: str | None = None, priority: int = 0
+            ) -> tuple[int, dict[int, int]]:
+        """Add a buildset and one build request per builder (upstream's update
+        method); answers ``(bsid, {builderid: brid})``. See :func:`add_buildset_in`."""
+        assert self.connector is not None
+        return await self.connector.transact(
+            add_buildset_in, scheduler=scheduler, sourcestamps=sourcestamps or [],
+            reason=reason, properties=properties or {}, builderids=builderids or [],
+            waited_for=waited_for, external_idstring=external_idstring,
+            rebuilt_buildid=rebuilt_buildid, parent_buildid=parent_buildid,
+            parent_relationship=parent_relationship, priority=priority)
+
+    async def maybeBuildsetComplete(self, bsid: int) -> None:
+        """Complete the buildset if all its requests are (upstream's update method)."""
+        assert self.connector is not None
+        await self.connector.transact(maybe_buildset_complete_in, bsid)
 
     def from_clause(self) -> sa.FromClause:
         return bs
@@ -84,6 +119,196 @@ class Buildset(ResourceType):
         stamps = load_sourcestamps(conn, ctx, [i["bsid"] for i in items])
         for item in items:
             item["sourcestamps"] = stamps.get(item["bsid"], [])
+
+
+# -- writing ------------------------------------------------------------------------------
+
+#: results, from the best to the worst as upstream's ``worst_status`` ranks them:
+#: SKIPPED, SUCCESS, WARNINGS, FAILURE, EXCEPTION, RETRY, CANCELLED
+_RANKING = (3, 0, 1, 2, 4, 5, 6)
+SUCCESS = 0
+
+#: the keys a source stamp given as a dict may have (upstream's findSourceStampId)
+_STAMP_KEYS = frozenset({"branch", "revision", "repository", "project", "codebase",
+                         "patch_body", "patch_level", "patch_author", "patch_comment",
+                         "patch_subdir"})
+
+
+def worst_status(a: int | None, b: int | None) -> int | None:
+    """Upstream's ``worst_status``: the worse of two results; results it does not know
+    (None, -1) lose to any it knows; None if it knows neither."""
+    known = [r for r in (a, b) if r in _RANKING]
+    return max(known, key=_RANKING.index) if known else None
+
+
+def _ssid(write: Write, index: int, stamp: Any) -> int:
+    if isinstance(stamp, int) and not isinstance(stamp, bool):
+        if write.conn.execute(sa.select(s.sourcestamps.c.id)
+                              .where(s.sourcestamps.c.id == stamp)).first() is None:
+            raise NotFound(f"no source stamp with ssid {stamp}")
+        return stamp
+    if not isinstance(stamp, Mapping):
+        raise InvalidParams({f"sourcestamps[{index}]": "must be an ssid or an object"})
+    unknown = sorted(set(stamp) - _STAMP_KEYS)
+    if unknown:
+        raise InvalidParams({f"sourcestamps[{index}]": f"unknown key {unknown[0]!r}"})
+    for name in ("repository", "project", "codebase"):
+        if not isinstance(stamp.get(name), str):
+            raise InvalidParams({f"sourcestamps[{index}].{name}": "required (a string)"})
+    values: dict[str, Any] = {
+        k: stamp.get(k) for k in ("branch", "revision", "repository", "project", "codebase",
+                                  "patch_body", "patch_level", "patch_subdir")}
+    values["patch_author"] = stamp.get("patch_author") or ""
+    values["patch_comment"] = stamp.get("patch_comment") or ""
+    return sourcestamps.find_or_create_sourcestamp(write, **values)
+
+
+def _exists(write: Write, table: sa.Table, id_: int) -> bool:
+    return write.conn.execute(sa.select(table.c.id).where(table.c.id == id_)).first() \
+        is not None
+
+
+def _buildset_properties(properties: Any) -> dict[str, str]:
+    """``{name: stored text}``: each ``(value, source)`` as upstream stores it, the JSON
+    of ``[value, source]``."""
+    if not isinstance(properties, Mapping):
+        raise InvalidParams({"properties": "must be an object of name: [value, source]"})
+    out: dict[str, str] = {}
+    for name, pair in properties.items():
+        check_text("properties", name, s.buildset_properties.c.property_name,
+                   nullable=False)
+        if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                or not isinstance(pair[1], str)):
+            raise InvalidParams({f"properties.{name}": "must be [value, source]"})
+        try:
+            out[name] = json.dumps([pair[0], pair[1]])
+        except (TypeError, ValueError):
+            raise InvalidParams({f"properties.{name}": "must hold a JSON value"}) from None
+    return out
+
+
+def add_buildset_in(write: Write, *, scheduler: str | None,
+                    sourcestamps: Sequence[int | Mapping[str, Any]], reason: str | None,
+                    properties: Mapping[str, Any], builderids: Sequence[int],
+                    waited_for: bool = False, external_idstring: str | None = None,
+                    rebuilt_buildid: int | None = None, parent_buildid: int | None = None,
+                    parent_relationship: str | None = None, priority: int = 0,
+                    submitted_at: int | None = None) -> tuple[int, dict[int, int]]:
+    """Add a buildset in ``write``'s transaction (upstream's ``addBuildset``) and answer
+    ``(bsid, {builderid: brid})``.
+
+    ``sourcestamps`` are ssids or dicts of a stamp's values (found or created);
+    ``properties`` are ``{name: (value, source)}``. The buildset and its requests are
+    stored as upstream stores them (results -1, complete 0, same ``submitted_at``).
+    Events: the buildset's ``new`` (upstream's message: no ``parent_relationship``,
+    ``scheduler`` added, results null), then each request's ``new`` under its three keys
+    in builderids order; with no builders the buildset is complete at once. NotFound for
+    an unknown builder, source stamp or build; InvalidParams for unusable values (and
+    for no source stamp at all, which upstream cannot store either)."""
+    if not isinstance(waited_for, bool):
+        raise InvalidParams({"waited_for": "must be true or false"})
+    scheduler = check_text("scheduler", scheduler)
+    reason = check_text("reason", reason, bs.c.reason)
+    external_idstring = check_text("external_idstring", external_idstring,
+                                   bs.c.external_idstring)
+    parent_relationship = check_text("parent_relationship", parent_relationship)
+    priority = check_int("priority", priority)
+    submitted = check_epoch("submitted_at", submitted_at, write.now)
+    props = _buildset_properties(properties)
+    if isinstance(builderids, (str, bytes, Mapping)) or not isinstance(
+            builderids, Sequence):
+        raise InvalidParams({"builderids": "must be a list of builder ids"})
+    for builderid in builderids:
+        params.integer({"builderids": builderid}, "builderids", required=True)
+        if not _exists(write, s.builders, builderid):
+            raise NotFound(f"no builder with builderid {builderid}")
+    if len(set(builderids)) != len(builderids):
+        raise InvalidParams({"builderids": "must not repeat a builder"})
+    for name, buildid in (("rebuilt_buildid", rebuilt_buildid),
+                          ("parent_buildid", parent_buildid)):
+        buildid = params.integer({name: buildid}, name, nullable=True)
+        if buildid is not None and not _exists(write, s.builds, buildid):
+            raise NotFound(f"no build with buildid {buildid} ({name})")
+    if isinstance(sourcestamps, (str, bytes, Mapping)) or not isinstance(
+            sourcestamps, Sequence):
+        raise InvalidParams({"sourcestamps": "must be a list"})
+    if not sourcestamps:
+        # upstream fails inserting the links of a buildset without stamps
+        raise InvalidParams({"sourcestamps": "must name at least one source stamp"})
+    ssids: list[int] = []
+    for index, stamp in enumerate(sourcestamps):
+        ssid = _ssid(write, index, stamp)
+        if ssid not in ssids:  # the same stamp twice is one link (a unique index)
+            ssids.append(ssid)
+
+    bsid = inserted_id(write.conn.execute(bs.insert().values(
+        submitted_at=submitted, reason=reason, rebuilt_buildid=rebuilt_buildid, complete=0,
+        complete_at=None, results=-1, external_idstring=external_idstring,
+        parent_buildid=parent_buildid, parent_relationship=parent_relationship)))
+    if props:
+        write.conn.execute(s.buildset_properties.insert(), [
+            {"buildsetid": bsid, "property_name": name, "property_value": text}
+            for name, text in props.items()])
+    if ssids:
+        write.conn.execute(bss.insert(), [{"buildsetid": bsid, "sourcestampid": ssid}
+                                          for ssid in ssids])
+    brids: dict[int, int] = {}
+    for builderid in builderids:
+        brids[builderid] = inserted_id(write.conn.execute(s.buildrequests.insert().values(
+            buildsetid=bsid, builderid=builderid, priority=priority, complete=0,
+            results=-1, submitted_at=submitted, complete_at=None,
+            waited_for=1 if waited_for else 0)))
+
+    entity = write.entity("buildset", bsid)
+    assert entity is not None
+    message = {
+        "bsid": bsid,
+        "external_idstring": external_idstring,
+        "reason": reason,
+        "parent_buildid": parent_buildid,
+        "rebuilt_buildid": rebuilt_buildid,
+        "submitted_at": submitted,
+        "complete": False,
+        "complete_at": None,
+        "results": None,
+        "scheduler": scheduler,
+        "sourcestamps": entity["sourcestamps"],
+    }
+    write.emit("buildset", "new", message)
+    for brid in brids.values():
+        write.emit_entity("buildrequest", "new", brid)
+    if not builderids:
+        maybe_buildset_complete_in(write, bsid)
+    return bsid, brids
+
+
+def maybe_buildset_complete_in(write: Write, bsid: int) -> bool:
+    """If every request of buildset ``bsid`` is complete and the buildset is not:
+    complete it with the worst of their results (SUCCESS with none) at the write's
+    time, and publish ``buildsets/<bsid>/complete`` with the buildset. Answers whether it
+    did. NotFound if there is no such buildset."""
+    params.integer({"bsid": bsid}, "bsid", required=True)
+    br = s.buildrequests
+    row = write.conn.execute(sa.select(bs.c.complete).where(bs.c.id == bsid)).first()
+    if row is None:
+        raise NotFound(f"no buildset with bsid {bsid}")
+    if row[0]:
+        return False
+    requests = write.conn.execute(sa.select(br.c.complete, br.c.results)
+                                  .where(br.c.buildsetid == bsid)).all()
+    if any(not complete for complete, _ in requests):
+        return False
+    results: int | None = SUCCESS
+    for _, result in requests:
+        results = worst_status(results, result)
+    done = write.conn.execute(
+        bs.update().where(bs.c.id == bsid,
+                          sa.or_(bs.c.complete.is_(None), bs.c.complete != 1))
+        .values(complete=1, results=results, complete_at=write.now))
+    if done.rowcount != 1:
+        return False
+    write.emit_entity("buildset", "complete", bsid)
+    return True
 
 
 RESOURCE_TYPES = (Buildset,)

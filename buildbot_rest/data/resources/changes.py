@@ -1,8 +1,10 @@
 # -*- test-case-name: tests.www.test_changes -*-
-"""Changes, with their files, properties and source stamp; and the changes of a build."""
+"""Changes, with their files, properties and source stamp; the changes of a build; and
+``addChange``, how a change source records a change."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
@@ -11,12 +13,20 @@ import sqlalchemy as sa
 
 from buildbot_rest.data import engine
 from buildbot_rest.data import types as t
-from buildbot_rest.data.base import Field, Kind, ResourceType, chunked
+from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType, chunked
 from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import SQLEndpoint
+from buildbot_rest.data.errors import InvalidParams
 from buildbot_rest.data.resolve import BUILD_FORMS, nested
 from buildbot_rest.data.resources import sourcestamps
 from buildbot_rest.data.resources.properties import load_change_properties
+from buildbot_rest.data.resources.sourcestamps import (
+    check_epoch,
+    check_int,
+    check_text,
+    inserted_id,
+)
+from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
 
 ch = s.changes
@@ -177,6 +187,28 @@ class Change(ResourceType):
     extra_columns = (ch.c.parent_changeids.label("_parent"),
                      ch.c.sourcestampid.label("_ssid"))
     endpoints = (ChangeEndpoint, ChangesEndpoint)
+    updates = ("addChange",)
+    events = (EventKey(("changes", "{changeid}")),)
+
+    async def addChange(
+            self, files: list[str] | None = None, comments: str | None = None,
+            author: str | None = None, committer: str | None = None,
+            revision: str | None = None, when_timestamp: int | None = None,
+            branch: str | None = None, category: str | None = None,
+            revlink: str | None = "", properties: Mapping[str, Any] | None = None,
+            repository: str = "", codebase: str | None = None, project: str = "",
+            src: str | None = None, _test_changeid: int | None = None) -> int:
+        """Record a change (upstream's update method): its source stamp found or
+        created, its parent (the latest change on the same branch, repository, project
+        and codebase), files and properties (source ``Change``); publishes
+        ``changes/<id>/new`` with the change. Answers the new changeid."""
+        assert self.connector is not None
+        return await self.connector.transact(
+            add_change_in, files=files, comments=comments, author=author,
+            committer=committer, revision=revision, when_timestamp=when_timestamp,
+            branch=branch, category=category, revlink=revlink, properties=properties,
+            repository=repository, codebase=codebase, project=project, src=src,
+            changeid=_test_changeid)
 
     def from_clause(self) -> sa.FromClause:
         return ch
@@ -205,6 +237,96 @@ class Change(ResourceType):
             item["properties"] = props.get(changeid, {})
             found = stamps.get(item["_ssid"])
             item["sourcestamp"] = dict(found) if found is not None else None
+
+
+# -- writing ------------------------------------------------------------------------------
+
+def add_change_in(write: Write, *, files: list[str] | None = None,
+                  comments: str | None = None, author: str | None = None,
+                  committer: str | None = None, revision: str | None = None,
+                  when_timestamp: int | None = None, branch: str | None = None,
+                  category: str | None = None, revlink: str | None = "",
+                  properties: Mapping[str, Any] | None = None, repository: str = "",
+                  codebase: str | None = None, project: str = "", src: str | None = None,
+                  changeid: int | None = None) -> int:
+    """:meth:`Change.addChange` in ``write``'s transaction; answers the changeid.
+    ``src`` is accepted and ignored (no ``change_users`` row: see compat)."""
+    del src
+    author = check_text("author", "" if author is None else author, ch.c.author)
+    committer = check_text("committer", committer, ch.c.committer)
+    comments = check_text("comments", "" if comments is None else comments)
+    revision = check_text("revision", revision, ch.c.revision)
+    branch = check_text("branch", branch, ch.c.branch)
+    if callable(category):
+        raise InvalidParams({"category": "must be a string (no configuration to call "
+                                         "a category function with)"})
+    category = check_text("category", category, ch.c.category)
+    revlink = check_text("revlink", revlink, ch.c.revlink)
+    if not revlink and revision and repository:
+        # upstream asks its configured revlink matchers, then falls back to ''
+        revlink = ""
+    repository = check_text("repository", repository, ch.c.repository, nullable=False)
+    project = check_text("project", project, ch.c.project, nullable=False)
+    codebase = check_text("codebase", codebase or "", ch.c.codebase)
+    when = check_epoch("when_timestamp", when_timestamp, write.now)
+    filenames = _files(files)
+    props = _change_properties(properties)
+    changeid = check_int("_test_changeid", changeid, nullable=True)
+
+    ssid = sourcestamps.find_or_create_sourcestamp(
+        write, branch=branch, revision=revision, repository=repository, project=project,
+        codebase=codebase)
+    parent = write.conn.execute(
+        sa.select(ch.c.changeid)
+        .where(ch.c.branch.is_(None) if branch is None else ch.c.branch == branch,
+               ch.c.repository == repository, ch.c.project == project,
+               ch.c.codebase == codebase)
+        .order_by(ch.c.changeid.desc()).limit(1)).scalar()
+    values: dict[str, Any] = {
+        "author": author, "committer": committer, "comments": comments, "branch": branch,
+        "revision": revision, "revlink": revlink, "when_timestamp": when,
+        "category": category, "repository": repository, "codebase": codebase,
+        "project": project, "sourcestampid": ssid, "parent_changeids": parent or None,
+    }
+    if changeid is not None:
+        values["changeid"] = changeid
+    changeid = inserted_id(write.conn.execute(ch.insert().values(values)))
+    if filenames:
+        write.conn.execute(s.change_files.insert(),
+                           [{"changeid": changeid, "filename": f} for f in filenames])
+    if props:
+        write.conn.execute(s.change_properties.insert(), [
+            {"changeid": changeid, "property_name": name, "property_value": text}
+            for name, text in props.items()])
+    write.emit_entity("change", "new", changeid)
+    return changeid
+
+
+def _files(files: Any) -> list[str]:
+    if files is None:
+        return []
+    if isinstance(files, (str, bytes)) or not isinstance(files, (list, tuple)):
+        raise InvalidParams({"files": "must be a list of file names"})
+    return [check_text(f"files[{i}]", f, s.change_files.c.filename, nullable=False)
+            for i, f in enumerate(files)]
+
+
+def _change_properties(properties: Any) -> dict[str, str]:
+    """``{name: stored text}``: each value as upstream stores it, the JSON of
+    ``[value, "Change"]``."""
+    if properties is None:
+        return {}
+    if not isinstance(properties, Mapping):
+        raise InvalidParams({"properties": "must be an object of name: value"})
+    out: dict[str, str] = {}
+    for name, value in properties.items():
+        check_text("properties", name, s.change_properties.c.property_name,
+                   nullable=False)
+        try:
+            out[name] = json.dumps([value, "Change"])
+        except (TypeError, ValueError):
+            raise InvalidParams({f"properties.{name}": "must be a JSON value"}) from None
+    return out
 
 
 RESOURCE_TYPES = (Change,)
