@@ -84,7 +84,7 @@ class Server:
     """The server subprocess: start, wait until it answers, read its memory, stop."""
 
     def __init__(self, url: str, how: str, log_path: Path, access_log: str = "-",
-                 workers: int = 1) -> None:
+                 workers: int = 1, extra_args: tuple[str, ...] = ()) -> None:
         self.url = url
         self.port = free_port()
         self.log_path = log_path
@@ -95,7 +95,7 @@ class Server:
             cmd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
                    "-n", "--pidfile=", "buildbot-rest", "--db", url,
                    "--port", f"tcp:{self.port}:interface=127.0.0.1",
-                   "--access-log", access_log, "--workers", str(workers)]
+                   "--access-log", access_log, "--workers", str(workers), *extra_args]
         else:
             cmd = [sys.executable, "-m", "bench.run", "--serve", url, str(self.port)]
         self.log = open(log_path, "wb")  # noqa: SIM115 - open as long as the server

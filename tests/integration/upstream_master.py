@@ -78,6 +78,27 @@ ep = Application(__name__, "empty stand-in for buildbot-www (buildbot_rest tests
 """
 
 
+def force_cfg(worker: str, builders: list[str], schedulers: str) -> str:
+    """master.cfg lines (see :meth:`UpstreamMaster.create`) that configure ``builders``
+    (each served by ``worker``, which never connects: its requests stay unclaimed) and the
+    schedulers of the Python expression ``schedulers`` (a list; ``schedulers`` and
+    ``util`` of ``buildbot.plugins`` are imported)."""
+    return f"""
+# Added by tests/integration/upstream_master.py force_cfg(): builders and schedulers.
+from buildbot.plugins import schedulers, util, worker as _worker
+from buildbot.config import BuilderConfig as _BuilderConfig
+from buildbot.process.factory import BuildFactory as _BuildFactory
+c['workers'] = [_worker.Worker({worker!r}, 'not-a-secret')]
+c['protocols'] = {{'pb': {{'port': 'tcp:0:interface=127.0.0.1'}}}}
+c['builders'] = [_BuilderConfig(name=_n, workernames=[{worker!r}], factory=_BuildFactory())
+                 for _n in {builders!r}]
+c['schedulers'] = {schedulers}
+# A new request does not collapse the waiting ones (claimed and completed SKIPPED): that
+# is the work of the master running the builders, which our server is not.
+c['collapseRequests'] = False
+"""
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
@@ -152,14 +173,22 @@ class UpstreamMaster:
     def log_file(self) -> Path:
         return self.basedir / "twistd.log"
 
-    def create(self, run_upstream: Callable[..., str]) -> None:
+    def create(self, run_upstream: Callable[..., str], extra_cfg: str = "") -> None:
         """Make the master directory with ``buildbot create-master`` (which also runs
-        upstream's schema upgrade: a no-op on a database at the head) and our master.cfg."""
+        upstream's schema upgrade: a no-op on a database at the head) and our master.cfg.
+
+        ``extra_cfg`` is Python appended to master.cfg (builders, schedulers... for the
+        write differential, see :func:`force_cfg`)."""
         self.basedir.parent.mkdir(parents=True, exist_ok=True)
         run_upstream("buildbot", "create-master", "--relocatable", "--db", self.db_url,
                      str(self.basedir), cwd=self.basedir.parent)
+        self.write_cfg(extra_cfg)
+
+    def write_cfg(self, extra_cfg: str = "") -> None:
+        """(Re)write master.cfg, for this master's database URL and port."""
         (self.basedir / "master.cfg").write_text(
-            MASTER_CFG.format(base_url=BASE_URL, db_url=self.db_url, port=self.port))
+            MASTER_CFG.format(base_url=BASE_URL, db_url=self.db_url, port=self.port)
+            + extra_cfg)
 
     def start(self, timeout: float = 90) -> None:
         """Start ``twistd`` in the foreground (as a child) and wait until /api/v2 answers."""

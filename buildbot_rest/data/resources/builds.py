@@ -315,6 +315,7 @@ class Build(ResourceType):
         its properties, as upstream does)."""
         ids = integers({"builderid": builderid, "buildrequestid": buildrequestid,
                         "workerid": workerid}, "workerid")
+        assert self.connector is not None
         masterid = self.connector.masterid
         if masterid is None:
             raise BadRequest("addBuild needs the master that runs the build: set "
