@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from buildbot_rest.data.errors import ApiError
 
@@ -81,6 +82,44 @@ def parse(content_type: bytes | None, body: bytes) -> Call:
     if doc["jsonrpc"] != "2.0":
         raise BadCall("only JSONRPC 2.0 is supported")
     return Call(doc["method"], doc["params"], doc["id"])
+
+
+def origin_of(url: str) -> str:
+    """The origin (RFC 6454) of an absolute URL, lowercased: ``scheme://host[:port]``
+    (a default port left out); "" for what is not a URL."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return ""
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    default = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+def origin_allowed(origin: bytes, *, secure: bool, host: bytes | None, base_url: str) -> bool:
+    """Whether a call that carries an ``Origin`` header may run: a browser sends one,
+    and a page of another site must not make it act (CSRF). Allowed: the server's own
+    origin as the client reached it (the scheme and ``Host``, COMPAT 35), and the origin
+    of ``base_url`` (upstream's default ``allowed_origins``). Compared lowercased, as
+    upstream."""
+    try:
+        sent = origin.decode("ascii").strip().lower()
+    except UnicodeDecodeError:
+        return False
+    if not sent or sent == "null":
+        return False
+    allowed = set()
+    if base_url.startswith(("http://", "https://")):
+        allowed.add(origin_of(base_url))
+    if host:
+        allowed.add(origin_of(("https://" if secure else "http://")
+                              + host.decode("ascii", "replace")))
+    allowed.discard("")
+    return origin_of(sent) in allowed and origin_of(sent) == sent.rstrip("/")
 
 
 def owner(user: Mapping[str, Any]) -> str | None:

@@ -210,3 +210,39 @@ def test_json_bodies_are_checked_before_anything_else() -> None:
     from buildbot_rest.www import jsonrpc
     with pytest.raises(jsonrpc.BadCall, match="missing key 'jsonrpc'"):
         jsonrpc.parse(b"application/json", json.dumps({"params": 1}).encode())
+
+
+@pytest.mark.parametrize(("origin", "allowed"), [
+    ("http://testserver", True),                # base_url's origin (upstream's default)
+    ("HTTP://TESTSERVER", True),                # compared lowercased, as upstream
+    ("http://elsewhere.example", False),
+    ("http://testserver.example", False),
+    ("https://testserver", False),              # another scheme is another origin
+    ("http://testserver:8080", False),
+    ("null", False),                            # a sandboxed or file: page
+    ("", False),
+    ("http://testserver/path", False),
+])
+@pytest_twisted.ensureDeferred
+async def test_a_call_from_another_site_is_refused_before_anything_runs(
+        server: Api, origin: str, allowed: bool) -> None:
+    schedulerid = _first_schedulerid(server)
+    events = server.record("schedulers", None, None)
+    reply = await server.rpc(f"schedulers/{schedulerid}", "enable", {"enabled": True},
+                             headers={"Origin": origin})
+    if allowed:
+        assert reply.code == 200
+        assert len(events) == 1
+    else:
+        assert reply.code == 400
+        assert reply.json == {"error": {"message": "invalid origin"}}
+        assert events == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_same_origin_call_passes_whatever_base_url_says(server: Api) -> None:
+    # the browser reached the server as 127.0.0.1:<port>, not as base_url's host (COMPAT 35)
+    own = server.root.rstrip("/")
+    reply = await server.rpc(f"schedulers/{_first_schedulerid(server)}", "enable",
+                             {"enabled": True}, headers={"Origin": own})
+    assert reply.code == 200
