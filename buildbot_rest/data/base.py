@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.sql import operators
@@ -22,6 +22,8 @@ from buildbot_rest.data import types as t
 if TYPE_CHECKING:
     from buildbot_rest.data.context import Catalog, Context
     from buildbot_rest.data.resultspec import ResultSpec
+
+T = TypeVar("T")
 
 
 class Kind(enum.Enum):
@@ -134,7 +136,7 @@ class ResourceType:
     #: endpoint implements action ``x`` as ``action_x`` (see ``Endpoint.control``)
     actions: ClassVar[Sequence[str]] = ()
     #: the names of its update methods: methods of this class (``async def``, writing
-    #: through ``self.connector.write``) that the connector offers as
+    #: through :meth:`transact`) that the connector offers as
     #: ``connector.updates.<name>``
     updates: ClassVar[Sequence[str]] = ()
     #: the routing keys its events are published under (upstream's, protocol.md 8.1)
@@ -142,7 +144,7 @@ class ResourceType:
 
     def __init__(self) -> None:
         #: the data connector it is registered with (set by ``DataConnector.register``):
-        #: update methods write through ``self.connector.write``
+        #: update methods write through :meth:`transact`
         self.connector: Catalog | None = None
         self.field_map: dict[str, Field] = {f.name: f for f in self.fields}
         self.field_types: dict[str, t.FieldType] = {f.name: f.type for f in self.fields}
@@ -154,6 +156,14 @@ class ResourceType:
         self._select: sa.Select[Any] | None = None
         self._private: list[str] = [col.name for col in self.extra_columns
                                     if col.name.startswith("_")]
+
+    async def transact(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        """Run ``fn(write, *args, **kw)`` in one transaction of the data connector this
+        type is registered with, then publish its events (see
+        :meth:`buildbot_rest.data.connector.DataConnector.transact`): how an update
+        method writes."""
+        assert self.connector is not None, "not registered with a data connector"
+        return await self.connector.transact(fn, *args, **kw)
 
     def routing_keys(self, entity: Mapping[str, Any], event: str) -> list[tuple[str, ...]]:
         """The routing keys of ``event`` (``"new"``, ``"finished"``...) about ``entity``,

@@ -92,13 +92,13 @@ async def test_add_build_needs_this_process_master(recorder: Recorder) -> None:
 @pytest_twisted.ensureDeferred
 async def test_add_build_refuses_missing_parents(recorder: Recorder) -> None:
     ids = seed(recorder)
-    for args, what in (((999, ids["brid"], None), "no builder 999"),
-                       ((ids["builderid"], 999, None), "no build request 999"),
-                       ((ids["builderid"], ids["brid"], 999), "no worker 999")):
+    for args, what in (((999, ids["brid"], None), "no builder with builderid 999"),
+                       ((ids["builderid"], 999, None), "no build request with buildrequestid 999"),
+                       ((ids["builderid"], ids["brid"], 999), "no worker with workerid 999")):
         with pytest.raises(NotFound, match=what):
             await recorder.updates.addBuild(*args)
     recorder.connector.masterid = 999
-    with pytest.raises(NotFound, match="no master 999"):
+    with pytest.raises(NotFound, match="no master with masterid 999"):
         await recorder.updates.addBuild(ids["builderid"], ids["brid"], None)
     assert recorder.rows(sa.select(s.builds)) == []
 
@@ -197,7 +197,7 @@ async def test_locks_duration_adds_up(recorder: Recorder) -> None:
 async def test_a_missing_build_is_not_found(recorder: Recorder, method: str,
                                             args: tuple[Any, ...]) -> None:
     seed(recorder)
-    with pytest.raises(NotFound, match="no build 999"):
+    with pytest.raises(NotFound, match="no build with buildid 999"):
         await getattr(recorder.updates, method)(999, *args)
     assert recorder.take() == []
 

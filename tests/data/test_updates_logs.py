@@ -112,7 +112,7 @@ async def test_add_log(recorder: Recorder) -> None:
 @pytest_twisted.ensureDeferred
 async def test_add_log_errors(recorder: Recorder) -> None:
     stepid = make_step(recorder)["stepid"]
-    with pytest.raises(NotFound, match="no step 999"):
+    with pytest.raises(NotFound, match="no step with stepid 999"):
         await recorder.updates.addLog(999, "stdio", "s")
     for bad in ("x", "ts", "", None, 1):
         with pytest.raises(InvalidParams, match="type"):
@@ -285,7 +285,7 @@ async def test_append_log_errors(recorder: Recorder) -> None:
                          ("\ud800\n", "Unicode")):
         with pytest.raises(InvalidParams, match=message):
             await recorder.updates.appendLog(logid, bad)
-    with pytest.raises(NotFound, match="no log 999"):
+    with pytest.raises(NotFound, match="no log with logid 999"):
         await recorder.updates.appendLog(999, "x\n")
     assert chunk_rows(recorder, logid) == []
     assert recorder.take() == []
@@ -306,7 +306,7 @@ async def test_finish_log_and_append_after(recorder: Recorder) -> None:
     assert await recorder.updates.appendLog(logid, "ob\n") == (1, 1)
     assert log_rows(recorder)[0][4:6] == (1, 2)
     assert recorder.keys() == [f"logs/{logid}/append", f"steps/{stepid}/logs/stdio/append"]
-    with pytest.raises(NotFound, match=f"no log {logid + 1}"):
+    with pytest.raises(NotFound, match=f"no log with logid {logid + 1}"):
         await recorder.updates.finishLog(logid + 1)
     assert recorder.take() == []
 

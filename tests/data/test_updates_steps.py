@@ -146,7 +146,7 @@ async def test_concurrent_urls_are_all_kept(recorder: Recorder) -> None:
 async def test_a_missing_step_is_not_found(recorder: Recorder, method: str,
                                            args: tuple[Any, ...]) -> None:
     await build(recorder)
-    with pytest.raises(NotFound, match="no step 999"):
+    with pytest.raises(NotFound, match="no step with stepid 999"):
         await getattr(recorder.updates, method)(999, *args)
     assert recorder.take() == []
 
@@ -154,7 +154,7 @@ async def test_a_missing_step_is_not_found(recorder: Recorder, method: str,
 @pytest_twisted.ensureDeferred
 async def test_add_step_to_a_missing_build_is_not_found(recorder: Recorder) -> None:
     await build(recorder)
-    with pytest.raises(NotFound, match="no build 999"):
+    with pytest.raises(NotFound, match="no build with buildid 999"):
         await recorder.updates.addStep(999, "s")
     assert recorder.rows(sa.select(st)) == []
 

@@ -83,9 +83,9 @@ async def test_set_errors(recorder: Recorder) -> None:
     other = make_step(recorder, builder="b2")
     b, bd, st = ids["builderid"], ids["buildid"], ids["stepid"]
     for args, error, match in (
-            ((999, bd, st), NotFound, "no builder 999"),
-            ((b, 999, st), NotFound, "no build 999"),
-            ((b, bd, 999), NotFound, "no step 999"),
+            ((999, bd, st), NotFound, "no builder with builderid 999"),
+            ((b, 999, st), NotFound, "no build with buildid 999"),
+            ((b, bd, 999), NotFound, "no step with stepid 999"),
             ((other["builderid"], bd, st), InvalidParams, "buildid"),
             ((b, bd, other["stepid"]), InvalidParams, "stepid"),
             (("1", bd, st), InvalidParams, "builderid")):
@@ -101,7 +101,7 @@ async def test_set_errors(recorder: Recorder) -> None:
     recorder.take()
     with pytest.raises(Conflict, match="already complete"):
         await recorder.updates.completeTestResultSet(setid, 1, 1)
-    with pytest.raises(NotFound, match="no test result set 999"):
+    with pytest.raises(NotFound, match="no test result set with test_result_setid 999"):
         await recorder.updates.completeTestResultSet(999)
     with pytest.raises(InvalidParams, match="tests_passed"):
         await recorder.updates.completeTestResultSet(setid, "1")
@@ -199,9 +199,9 @@ async def test_test_results_errors(recorder: Recorder) -> None:
         with pytest.raises(InvalidParams, match=match):
             await recorder.updates.addTestResults(builderid, setid, values)
     ok = [{"test_name": "a", "value": "1"}]
-    with pytest.raises(NotFound, match="no builder 999"):
+    with pytest.raises(NotFound, match="no builder with builderid 999"):
         await recorder.updates.addTestResults(999, setid, ok)
-    with pytest.raises(NotFound, match="no test result set 999"):
+    with pytest.raises(NotFound, match="no test result set with test_result_setid 999"):
         await recorder.updates.addTestResults(builderid, 999, ok)
     with pytest.raises(InvalidParams, match="builderid"):
         await recorder.updates.addTestResults(other["builderid"], setid, ok)

@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from buildbot_rest.data import params
 from buildbot_rest.data import types as t
 from buildbot_rest.data.base import Field, Kind, ResourceType
 from buildbot_rest.data.context import Context
@@ -16,7 +17,7 @@ from buildbot_rest.data.endpoint import Endpoint, SQLEndpoint
 from buildbot_rest.data.errors import Conflict, InvalidParams
 from buildbot_rest.data.rawdata import RawData
 from buildbot_rest.data.resolve import BUILD_FORMS, nested
-from buildbot_rest.data.resources.builds import build_row_in, integers, text_arg
+from buildbot_rest.data.resources.builds import build_row_in
 from buildbot_rest.data.resultspec import ResultSpec
 from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
@@ -101,13 +102,12 @@ class BuildData(ResourceType):
     async def setBuildData(self, buildid: int, name: str, value: bytes, source: str) -> None:
         """Attach ``value`` (bytes) to the build as ``name``, replacing any earlier
         value of that name."""
-        ids = integers({"buildid": buildid})
+        buildid = params.check_int("buildid", buildid)
         if not isinstance(value, (bytes, bytearray, memoryview)):
             raise InvalidParams({"value": f"must be bytes, not {type(value).__name__}"})
-        assert self.connector is not None, "not registered with a data connector"
-        await self.connector.transact(
-            set_build_data_in, ids["buildid"], text_arg("name", name, length=NAME_LENGTH),
-            bytes(value), text_arg("source", source, length=NAME_LENGTH))
+        await self.transact(
+            set_build_data_in, buildid, params.check_text("name", name, max_length=NAME_LENGTH),
+            bytes(value), params.check_text("source", source, max_length=NAME_LENGTH))
 
     def from_clause(self) -> sa.FromClause:
         return bd

@@ -14,15 +14,8 @@ from buildbot_rest.data import params
 from buildbot_rest.data import types as t
 from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType, chunked
 from buildbot_rest.data.endpoint import SQLEndpoint
-from buildbot_rest.data.errors import InvalidParams, NotFound
-from buildbot_rest.data.resources.masters import (
-    argument,
-    find_or_create_in,
-    require_master_in,
-)
 from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
-from buildbot_rest.db.hashes import name_hash
 
 b = s.builders
 bm = s.builder_masters
@@ -94,37 +87,24 @@ class Builder(ResourceType):
 
     def find_builder_id_in(self, write: Write, name: str) -> int:
         """The id of the builder named ``name``, created if there is none."""
-        digest = name_hash(name)
-        builderid, _ = find_or_create_in(write, b, [b.c.name_hash == digest],
-                                         {"name": name, "name_hash": digest})
-        assert builderid is not None
-        return builderid
+        return write.find_or_create_named(b, name)
 
     def find_tag_id_in(self, write: Write, name: str) -> int:
         """The id of the tag named ``name``, created if there is none."""
-        tags = s.tags
-        digest = name_hash(name)
-        tagid, _ = find_or_create_in(write, tags, [tags.c.name_hash == digest],
-                                     {"name": name, "name_hash": digest})
-        assert tagid is not None
-        return tagid
+        return write.find_or_create_named(s.tags, name)
 
     def update_builder_info_in(self, write: Write, builderid: int, description: str | None,
                                description_format: str | None, description_html: str | None,
                                projectid: int | None, tags: list[int | str]) -> None:
         """Store a builder's description, project and tags (names, or ids of existing
         tags; each tag once), then publish ``builders/<id>/update``."""
-        if write.conn.execute(sa.select(b.c.id).where(b.c.id == builderid)).first() is None:
-            raise NotFound(f"no builder with builderid {builderid}")
-        if projectid is not None and write.conn.execute(
-                sa.select(s.projects.c.id).where(s.projects.c.id == projectid)).first() is None:
-            raise NotFound(f"no project with projectid {projectid}")
+        write.require(b, builderid, "builder", "builderid")
+        if projectid is not None:
+            write.require(s.projects, projectid, "project", "projectid")
         tagids: list[int] = []
         for tag in tags:
             if isinstance(tag, int):
-                if write.conn.execute(sa.select(s.tags.c.id)
-                                      .where(s.tags.c.id == tag)).first() is None:
-                    raise NotFound(f"no tag with id {tag}")
+                write.require(s.tags, tag, "tag", "id")
                 tagid = tag
             else:
                 tagid = self.find_tag_id_in(write, tag)
@@ -169,8 +149,8 @@ class Builder(ResourceType):
             if name in kept:
                 continue
             builderid = self.find_builder_id_in(write, name)
-            find_or_create_in(write, bm, [bm.c.builderid == builderid, bm.c.masterid == masterid],
-                              {"builderid": builderid, "masterid": masterid})
+            write.find_or_create(bm, [bm.c.builderid == builderid, bm.c.masterid == masterid],
+                                 {"builderid": builderid, "masterid": masterid})
             write.produce(("builders", str(builderid), "started"),
                           {"builderid": builderid, "masterid": masterid, "name": name})
 
@@ -179,10 +159,8 @@ class Builder(ResourceType):
     async def findBuilderId(self, name: str) -> int:
         """The id of the builder named ``name``, created (with no master, description
         or tags) if there is none."""
-        argument(params.text, "name", name, nullable=False)
-        assert self.connector is not None
-        builderid: int = await self.connector.transact(self.find_builder_id_in, name)
-        return builderid
+        params.check_text("name", name)
+        return await self.transact(self.find_builder_id_in, name)
 
     async def updateBuilderInfo(self, builderid: int, description: str | None,
                                 description_format: str | None,
@@ -191,23 +169,20 @@ class Builder(ResourceType):
         """Store a builder's description (text, format, HTML), project and tags, then
         publish ``builders/<id>/update`` with the builder. NotFound for a missing
         builder, project or tag id."""
-        argument(params.integer, "builderid", builderid)
+        params.check_int("builderid", builderid)
         for name, value in (("description", description),
                             ("description_format", description_format),
                             ("description_html", description_html)):
-            argument(params.text, name, value)
-        argument(params.integer, "projectid", projectid, nullable=True)
-        if not isinstance(tags, (list, tuple)):
-            raise InvalidParams({"tags": "must be a list of tag names or ids"})
+            params.check_text(name, value, nullable=True)
+        params.check_int("projectid", projectid, nullable=True)
+        tags = params.check_list("tags", tags, "tag names or ids")
         for tag in tags:
             if not isinstance(tag, str):
-                argument(params.integer, "tags", tag)
+                params.check_int("tags", tag)
             else:
-                argument(params.text, "tags", tag, nullable=False)
-        assert self.connector is not None
-        await self.connector.transact(self.update_builder_info_in, builderid, description,
-                                      description_format, description_html, projectid,
-                                      list(tags))
+                params.check_text("tags", tag)
+        await self.transact(self.update_builder_info_in, builderid, description,
+                            description_format, description_html, projectid, tags)
 
     async def updateBuilderList(self, masterid: int,
                                 builderNames: list[str]) -> None:
@@ -215,18 +190,16 @@ class Builder(ResourceType):
         (those not known yet are created): ``builders/<id>/stopped`` for each it left,
         ``builders/<id>/started`` for each it took, with upstream's partial message
         ``{builderid, masterid, name}``. NotFound for a missing master."""
-        argument(params.integer, "masterid", masterid)
-        if not isinstance(builderNames, (list, tuple, set, frozenset)):
-            raise InvalidParams({"builderNames": "must be a list of builder names"})
-        for name in builderNames:
-            argument(params.text, "builderNames", name, nullable=False)
+        params.check_int("masterid", masterid)
+        names = params.check_list("builderNames", builderNames, "builder names")
+        for name in names:
+            params.check_text("builderNames", name)
 
         def update(write: Write) -> None:
-            require_master_in(write, masterid)
-            self.update_builder_list_in(write, masterid, list(builderNames))
+            write.require(s.masters, masterid, "master", "masterid")
+            self.update_builder_list_in(write, masterid, names)
 
-        assert self.connector is not None
-        await self.connector.transact(update)
+        await self.transact(update)
 
     def complete(self, conn: sa.Connection, items: list[dict[str, Any]], spec: Any,
                  ctx: Any) -> None:

@@ -16,13 +16,12 @@ from buildbot_rest.data import types as t
 from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType, chunked
 from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import SQLEndpoint
-from buildbot_rest.data.errors import Conflict, InvalidParams, NotFound
+from buildbot_rest.data.errors import Conflict, InvalidParams
 from buildbot_rest.data.resources.buildsets import add_buildset_in, maybe_buildset_complete_in
 from buildbot_rest.data.resources.masters import find_or_create_master_in
 from buildbot_rest.data.resources.properties import load_buildset_properties
-from buildbot_rest.data.resources.sourcestamps import check_epoch, check_int
 from buildbot_rest.data.resultspec import ResultSpec
-from buildbot_rest.data.transaction import Write
+from buildbot_rest.data.transaction import Write, no_row
 from buildbot_rest.db import schema as s
 
 br = s.buildrequests
@@ -86,7 +85,7 @@ class BuildRequestEndpoint(SQLEndpoint):
         request's priority; 409 if it is complete. No event (upstream sends none).
         Result: null."""
         priority = params.integer(params_, "priority", required=True)
-        check_int("priority", priority)
+        params.check_int("priority", priority, bits=32)
 
         def set_priority(write: Write) -> None:
             entity = self.entity_in(write.conn, ctx, kwargs)
@@ -169,27 +168,23 @@ class BuildRequest(ResourceType):
                 return False
             return True
 
-        assert self.connector is not None
-        return await self.connector.transact(claim)
+        return await self.transact(claim)
 
     async def unclaimBuildRequests(self, brids: Sequence[int]) -> None:
         """Release this master's claims (upstream's update method)."""
-        assert self.connector is not None
-        await self.connector.transact(unclaim_in, brids)
+        await self.transact(unclaim_in, brids)
 
     async def completeBuildRequests(self, brids: Sequence[int], results: int,
                                     complete_at: Any = None) -> bool:
         """Complete requests (upstream's update method): True, or False if one of
         them is complete already or missing (then none is). See :func:`complete_in`."""
-        assert self.connector is not None
-        return await self.connector.transact(complete_in, brids, results, complete_at)
+        return await self.transact(complete_in, brids, results, complete_at)
 
     async def rebuildBuildrequest(self, buildrequest: Mapping[str, Any]
                                   ) -> tuple[int, dict[int, int]]:
         """A new buildset that builds a request again (upstream's update method);
         answers ``(bsid, {builderid: brid})``. See :func:`rebuild_in`."""
-        assert self.connector is not None
-        return await self.connector.transact(rebuild_in, buildrequest)
+        return await self.transact(rebuild_in, buildrequest)
 
     def from_clause(self) -> sa.FromClause:
         # No join with source stamps: a request whose buildset has none is still listed.
@@ -220,11 +215,9 @@ def own_masterid(write: Write) -> int:
 
 def _brids(brids: Any) -> list[int]:
     """The ids, each once, in the order given; InvalidParams if they are not ids."""
-    if isinstance(brids, (str, bytes, Mapping)) or not isinstance(brids, Sequence):
-        raise InvalidParams({"brids": "must be a list of build request ids"})
     out: list[int] = []
-    for brid in brids:
-        params.integer({"brids": brid}, "brids", required=True)
+    for brid in params.check_list("brids", brids, "build request ids"):
+        params.check_int("brids", brid)
         if brid not in out:
             out.append(brid)
     return out
@@ -237,7 +230,7 @@ def _existing(write: Write, brids: list[int]) -> None:
                                                       .where(br.c.id.in_(chunk))))
     missing = [b for b in brids if b not in found]
     if missing:
-        raise NotFound(f"no build request with id {missing[0]}")
+        raise no_row("build request", "buildrequestid", missing[0])
 
 
 def claim_in(write: Write, brids: Sequence[int], claimed_at: Any = None,
@@ -250,7 +243,7 @@ def claim_in(write: Write, brids: Sequence[int], claimed_at: Any = None,
     ids = _brids(brids)
     if not ids:
         return
-    when = check_epoch("claimed_at", claimed_at, write.now)
+    when = params.check_epoch("claimed_at", claimed_at, write.now)
     _existing(write, ids)
     if masterid is None:
         masterid = own_masterid(write)
@@ -292,10 +285,10 @@ def complete_in(write: Write, brids: Sequence[int], results: int,
     no incomplete request left. All or none: False (nothing written) if one is complete
     already or missing, as upstream. RETRY is refused (InvalidParams), as upstream."""
     ids = _brids(brids)
-    results = check_int("results", results, bits=16)
+    results = params.check_int("results", results, bits=16)
     if results == RETRY:
         raise InvalidParams({"results": "a build request cannot be completed with RETRY"})
-    when = check_epoch("complete_at", complete_at, write.now)
+    when = params.check_epoch("complete_at", complete_at, write.now)
     if not ids:
         return True
     with write.savepoint() as savepoint:
@@ -331,7 +324,7 @@ def rebuild_in(write: Write, buildrequest: Mapping[str, Any]) -> tuple[int, dict
         params.integer(buildrequest, name, required=True)
     buildset = write.entity("buildset", buildrequest["buildsetid"])
     if buildset is None:
-        raise NotFound(f"no buildset with bsid {buildrequest['buildsetid']}")
+        raise no_row("buildset", "bsid", buildrequest["buildsetid"])
     bsid = buildset["bsid"]
     properties = load_buildset_properties(write.conn, [bsid], None).get(bsid, {})
     builds = s.builds

@@ -16,7 +16,7 @@ from buildbot_rest.data import types as t
 from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType, chunked
 from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import SQLEndpoint
-from buildbot_rest.data.errors import BadRequest, Conflict, InvalidParams, NotFound
+from buildbot_rest.data.errors import BadRequest, Conflict
 from buildbot_rest.data.resolve import BUILD_FORMS, nested
 from buildbot_rest.data.resultspec import ResultSpec
 from buildbot_rest.data.transaction import Write
@@ -52,46 +52,11 @@ def load_properties(conn: sa.Connection, buildids: list[int],
 NUMBER_ATTEMPTS = 100
 
 
-def integers(values: Mapping[str, Any], *nullable: str) -> dict[str, Any]:
-    """``values`` checked to be integers within 64 bits (None too for the names in
-    ``nullable``); InvalidParams naming the first that is not (an embedder's bad
-    argument, never a database error)."""
-    return {name: params.integer(values, name, required=True, nullable=name in nullable)
-            for name in values}
-
-
-def text_arg(name: str, value: Any, *, length: int | None = None) -> str:
-    """``value`` checked to be a string (of at most ``length`` characters)."""
-    value = params.text({name: value}, name, required=True, nullable=False)
-    if length is not None and len(value) > length:
-        raise InvalidParams({name: f"is longer than {length} characters"})
-    return str(value)
-
-
-def inserted_id(result: sa.CursorResult[Any]) -> int:
-    """The primary key an INSERT gave its row."""
-    key = result.inserted_primary_key
-    assert key is not None
-    return int(key[0])
-
-
-def require(write: Write, table: sa.Table, ident: Any, what: str) -> None:
-    """NotFound unless ``table`` has a row whose id is ``ident``."""
-    if write.conn.execute(sa.select(table.c.id).where(table.c.id == ident)).first() is None:
-        raise NotFound(f"no {what} {ident}")
-
-
 def build_row_in(write: Write, buildid: int, *, lock: bool = False) -> sa.Row[Any]:
     """The builds row of ``buildid`` (NotFound if none); ``lock``: locked until the end
     of the transaction (PostgreSQL, MySQL), so that writers of the same build's children
     take turns."""
-    stmt = sa.select(b).where(b.c.id == buildid)
-    if lock:
-        stmt = stmt.with_for_update()
-    row = write.conn.execute(stmt).first()
-    if row is None:
-        raise NotFound(f"no build {buildid}")
-    return row
+    return write.require(b, buildid, "build", "buildid", *b.c, lock=lock)
 
 
 def _next_number(write: Write, builderid: int) -> int:
@@ -106,34 +71,32 @@ def add_build_in(write: Write, builderid: int, buildrequestid: int, workerid: in
     builder's highest (from 1), started now, state ``created``; no event. A number
     taken meanwhile by a concurrent writer is retried with the next one. Answers
     ``(buildid, number)``."""
-    require(write, s.builders, builderid, "builder")
-    require(write, s.buildrequests, buildrequestid, "build request")
+    write.require(s.builders, builderid, "builder", "builderid")
+    write.require(s.buildrequests, buildrequestid, "build request", "buildrequestid")
     if workerid is not None:
-        require(write, s.workers, workerid, "worker")
-    require(write, s.masters, masterid, "master")
+        write.require(s.workers, workerid, "worker", "workerid")
+    write.require(s.masters, masterid, "master", "masterid")
     number = _next_number(write, builderid)
     for _ in range(NUMBER_ATTEMPTS):
         try:
             with write.savepoint():
-                result = write.conn.execute(b.insert().values(
-                    number=number, builderid=builderid, buildrequestid=buildrequestid,
+                buildid = write.insert(
+                    b, number=number, builderid=builderid, buildrequestid=buildrequestid,
                     workerid=workerid, masterid=masterid, started_at=write.now,
                     complete_at=None, locks_duration_s=0, state_string=state_string,
-                    results=None))
+                    results=None)
         except sa.exc.IntegrityError:
             # a concurrent build took the number (it is committed and visible now), or
             # the id sequence lagged behind explicit ids (then the same number again)
             number = max(number, _next_number(write, builderid))
             continue
-        return inserted_id(result), number
+        return buildid, number
     raise Conflict(f"no free build number for builder {builderid}: too many concurrent "
                    "builds; try again")
 
 
 def _update_build(write: Write, buildid: int, event: str, **values: Any) -> None:
-    result = write.conn.execute(b.update().where(b.c.id == buildid).values(**values))
-    if result.rowcount == 0:
-        raise NotFound(f"no build {buildid}")
+    write.update(b, buildid, "build", "buildid", **values)
     write.emit_entity("build", event, buildid)
 
 
@@ -313,47 +276,46 @@ class Build(ResourceType):
         set: only a master runs builds). Answers ``(buildid, number)``; no event (a
         master announces the build with :meth:`generateNewBuildEvent` once it has set
         its properties, as upstream does)."""
-        ids = integers({"builderid": builderid, "buildrequestid": buildrequestid,
-                        "workerid": workerid}, "workerid")
+        builderid = params.check_int("builderid", builderid)
+        buildrequestid = params.check_int("buildrequestid", buildrequestid)
+        workerid = params.check_int("workerid", workerid, nullable=True)
         assert self.connector is not None
         masterid = self.connector.masterid
         if masterid is None:
             raise BadRequest("addBuild needs the master that runs the build: set "
                              "connector.masterid (RestService.data.masterid) to the id of "
                              "this process's masters row first")
-        return await self._transact(add_build_in, ids["builderid"], ids["buildrequestid"],
-                                    ids["workerid"], masterid)
+        return await self.transact(add_build_in, builderid, buildrequestid, workerid,
+                                   masterid)
 
     async def generateNewBuildEvent(self, buildid: int) -> None:
         """Publish the build's ``new`` event."""
-        ids = integers({"buildid": buildid})
+        buildid = params.check_int("buildid", buildid)
 
         def announce(write: Write) -> None:
-            build_row_in(write, ids["buildid"])
-            write.emit_entity("build", "new", ids["buildid"])
+            build_row_in(write, buildid)
+            write.emit_entity("build", "new", buildid)
 
-        await self._transact(announce)
+        await self.transact(announce)
 
     async def setBuildStateString(self, buildid: int, state_string: str) -> None:
         """Set the build's state string ("building", "failed"...); ``update`` event."""
-        ids = integers({"buildid": buildid})
-        await self._transact(set_build_state_string_in, ids["buildid"],
-                             text_arg("state_string", state_string))
+        buildid = params.check_int("buildid", buildid)
+        await self.transact(set_build_state_string_in, buildid,
+                            params.check_text("state_string", state_string))
 
     async def add_build_locks_duration(self, buildid: int, duration_s: int) -> None:
         """Add ``duration_s`` seconds spent waiting for locks; ``update`` event."""
-        ids = integers({"buildid": buildid, "duration_s": duration_s})
-        await self._transact(add_build_locks_duration_in, ids["buildid"], ids["duration_s"])
+        buildid = params.check_int("buildid", buildid)
+        duration_s = params.check_int("duration_s", duration_s)
+        await self.transact(add_build_locks_duration_in, buildid, duration_s)
 
     async def finishBuild(self, buildid: int, results: int) -> None:
         """Finish the build now with ``results`` (0 success ... 6 cancelled);
         ``finished`` event."""
-        ids = integers({"buildid": buildid, "results": results})
-        await self._transact(finish_build_in, ids["buildid"], ids["results"])
-
-    async def _transact(self, fn: Any, *args: Any) -> Any:
-        assert self.connector is not None, "not registered with a data connector"
-        return await self.connector.transact(fn, *args)
+        buildid = params.check_int("buildid", buildid)
+        results = params.check_int("results", results)
+        await self.transact(finish_build_in, buildid, results)
 
     def from_clause(self) -> sa.FromClause:
         return b

@@ -15,14 +15,8 @@ from buildbot_rest.data import engine, params
 from buildbot_rest.data import types as t
 from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType, chunked
 from buildbot_rest.data.endpoint import SQLEndpoint
-from buildbot_rest.data.errors import InvalidParams, NotFound
+from buildbot_rest.data.errors import InvalidParams
 from buildbot_rest.data.resources import sourcestamps
-from buildbot_rest.data.resources.sourcestamps import (
-    check_epoch,
-    check_int,
-    check_text,
-    inserted_id,
-)
 from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
 
@@ -98,8 +92,7 @@ class Buildset(ResourceType):
             ) -> tuple[int, dict[int, int]]:
         """Add a buildset and one build request per builder (upstream's update
         method); answers ``(bsid, {builderid: brid})``. See :func:`add_buildset_in`."""
-        assert self.connector is not None
-        return await self.connector.transact(
+        return await self.transact(
             add_buildset_in, scheduler=scheduler, sourcestamps=sourcestamps or [],
             reason=reason, properties=properties or {}, builderids=builderids or [],
             waited_for=waited_for, external_idstring=external_idstring,
@@ -108,8 +101,7 @@ class Buildset(ResourceType):
 
     async def maybeBuildsetComplete(self, bsid: int) -> None:
         """Complete the buildset if all its requests are (upstream's update method)."""
-        assert self.connector is not None
-        await self.connector.transact(maybe_buildset_complete_in, bsid)
+        await self.transact(maybe_buildset_complete_in, bsid)
 
     def from_clause(self) -> sa.FromClause:
         return bs
@@ -143,9 +135,7 @@ def worst_status(a: int | None, b: int | None) -> int | None:
 
 def _ssid(write: Write, index: int, stamp: Any) -> int:
     if isinstance(stamp, int) and not isinstance(stamp, bool):
-        if write.conn.execute(sa.select(s.sourcestamps.c.id)
-                              .where(s.sourcestamps.c.id == stamp)).first() is None:
-            raise NotFound(f"no source stamp with ssid {stamp}")
+        write.require(s.sourcestamps, stamp, "source stamp", "ssid")
         return stamp
     if not isinstance(stamp, Mapping):
         raise InvalidParams({f"sourcestamps[{index}]": "must be an ssid or an object"})
@@ -163,11 +153,6 @@ def _ssid(write: Write, index: int, stamp: Any) -> int:
     return sourcestamps.find_or_create_sourcestamp(write, **values)
 
 
-def _exists(write: Write, table: sa.Table, id_: int) -> bool:
-    return write.conn.execute(sa.select(table.c.id).where(table.c.id == id_)).first() \
-        is not None
-
-
 def _buildset_properties(properties: Any) -> dict[str, str]:
     """``{name: stored text}``: each ``(value, source)`` as upstream stores it, the JSON
     of ``[value, source]``."""
@@ -175,8 +160,7 @@ def _buildset_properties(properties: Any) -> dict[str, str]:
         raise InvalidParams({"properties": "must be an object of name: [value, source]"})
     out: dict[str, str] = {}
     for name, pair in properties.items():
-        check_text("properties", name, s.buildset_properties.c.property_name,
-                   nullable=False)
+        params.check_text("properties", name, column=s.buildset_properties.c.property_name)
         if (not isinstance(pair, (list, tuple)) or len(pair) != 2
                 or not isinstance(pair[1], str)):
             raise InvalidParams({f"properties.{name}": "must be [value, source]"})
@@ -205,33 +189,28 @@ def add_buildset_in(write: Write, *, scheduler: str | None,
     in builderids order; with no builders the buildset is complete at once. NotFound for
     an unknown builder, source stamp or build; InvalidParams for unusable values (and
     for no source stamp at all, which upstream cannot store either)."""
-    if not isinstance(waited_for, bool):
-        raise InvalidParams({"waited_for": "must be true or false"})
-    scheduler = check_text("scheduler", scheduler)
-    reason = check_text("reason", reason, bs.c.reason)
-    external_idstring = check_text("external_idstring", external_idstring,
-                                   bs.c.external_idstring)
-    parent_relationship = check_text("parent_relationship", parent_relationship)
-    priority = check_int("priority", priority)
-    submitted = check_epoch("submitted_at", submitted_at, write.now)
+    params.check_bool("waited_for", waited_for)
+    scheduler = params.check_text("scheduler", scheduler, nullable=True)
+    reason = params.check_text("reason", reason, column=bs.c.reason, nullable=True)
+    external_idstring = params.check_text("external_idstring", external_idstring,
+                                          column=bs.c.external_idstring, nullable=True)
+    parent_relationship = params.check_text("parent_relationship", parent_relationship,
+                                            nullable=True)
+    priority = params.check_int("priority", priority, bits=32)
+    submitted = params.check_epoch("submitted_at", submitted_at, write.now)
     props = _buildset_properties(properties)
-    if isinstance(builderids, (str, bytes, Mapping)) or not isinstance(
-            builderids, Sequence):
-        raise InvalidParams({"builderids": "must be a list of builder ids"})
+    builderids = params.check_list("builderids", builderids, "builder ids")
     for builderid in builderids:
-        params.integer({"builderids": builderid}, "builderids", required=True)
-        if not _exists(write, s.builders, builderid):
-            raise NotFound(f"no builder with builderid {builderid}")
+        params.check_int("builderids", builderid)
+        write.require(s.builders, builderid, "builder", "builderid")
     if len(set(builderids)) != len(builderids):
         raise InvalidParams({"builderids": "must not repeat a builder"})
     for name, buildid in (("rebuilt_buildid", rebuilt_buildid),
                           ("parent_buildid", parent_buildid)):
-        buildid = params.integer({name: buildid}, name, nullable=True)
-        if buildid is not None and not _exists(write, s.builds, buildid):
-            raise NotFound(f"no build with buildid {buildid} ({name})")
-    if isinstance(sourcestamps, (str, bytes, Mapping)) or not isinstance(
-            sourcestamps, Sequence):
-        raise InvalidParams({"sourcestamps": "must be a list"})
+        buildid = params.check_int(name, buildid, nullable=True)
+        if buildid is not None:
+            write.require(s.builds, buildid, "build", name)
+    sourcestamps = params.check_list("sourcestamps", sourcestamps, "source stamps")
     if not sourcestamps:
         # upstream fails inserting the links of a buildset without stamps
         raise InvalidParams({"sourcestamps": "must name at least one source stamp"})
@@ -241,10 +220,10 @@ def add_buildset_in(write: Write, *, scheduler: str | None,
         if ssid not in ssids:  # the same stamp twice is one link (a unique index)
             ssids.append(ssid)
 
-    bsid = inserted_id(write.conn.execute(bs.insert().values(
-        submitted_at=submitted, reason=reason, rebuilt_buildid=rebuilt_buildid, complete=0,
-        complete_at=None, results=-1, external_idstring=external_idstring,
-        parent_buildid=parent_buildid, parent_relationship=parent_relationship)))
+    bsid = write.insert(
+        bs, submitted_at=submitted, reason=reason, rebuilt_buildid=rebuilt_buildid,
+        complete=0, complete_at=None, results=-1, external_idstring=external_idstring,
+        parent_buildid=parent_buildid, parent_relationship=parent_relationship)
     if props:
         write.conn.execute(s.buildset_properties.insert(), [
             {"buildsetid": bsid, "property_name": name, "property_value": text}
@@ -254,10 +233,10 @@ def add_buildset_in(write: Write, *, scheduler: str | None,
                                           for ssid in ssids])
     brids: dict[int, int] = {}
     for builderid in builderids:
-        brids[builderid] = inserted_id(write.conn.execute(s.buildrequests.insert().values(
-            buildsetid=bsid, builderid=builderid, priority=priority, complete=0,
-            results=-1, submitted_at=submitted, complete_at=None,
-            waited_for=1 if waited_for else 0)))
+        brids[builderid] = write.insert(
+            s.buildrequests, buildsetid=bsid, builderid=builderid, priority=priority,
+            complete=0, results=-1, submitted_at=submitted, complete_at=None,
+            waited_for=1 if waited_for else 0)
 
     entity = write.entity("buildset", bsid)
     assert entity is not None
@@ -287,11 +266,9 @@ def maybe_buildset_complete_in(write: Write, bsid: int) -> bool:
     complete it with the worst of their results (SUCCESS with none) at the write's
     time, and publish ``buildsets/<bsid>/complete`` with the buildset. Answers whether it
     did. NotFound if there is no such buildset."""
-    params.integer({"bsid": bsid}, "bsid", required=True)
+    params.check_int("bsid", bsid)
     br = s.buildrequests
-    row = write.conn.execute(sa.select(bs.c.complete).where(bs.c.id == bsid)).first()
-    if row is None:
-        raise NotFound(f"no buildset with bsid {bsid}")
+    row = write.require(bs, bsid, "buildset", "bsid", bs.c.complete)
     if row[0]:
         return False
     requests = write.conn.execute(sa.select(br.c.complete, br.c.results)

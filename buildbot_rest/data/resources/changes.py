@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from buildbot_rest.data import engine
+from buildbot_rest.data import engine, params
 from buildbot_rest.data import types as t
 from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType, chunked
 from buildbot_rest.data.context import Context
@@ -20,12 +20,6 @@ from buildbot_rest.data.errors import InvalidParams
 from buildbot_rest.data.resolve import BUILD_FORMS, nested
 from buildbot_rest.data.resources import sourcestamps
 from buildbot_rest.data.resources.properties import load_change_properties
-from buildbot_rest.data.resources.sourcestamps import (
-    check_epoch,
-    check_int,
-    check_text,
-    inserted_id,
-)
 from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
 
@@ -202,8 +196,7 @@ class Change(ResourceType):
         created, its parent (the latest change on the same branch, repository, project
         and codebase), files and properties (source ``Change``); publishes
         ``changes/<id>/new`` with the change. Answers the new changeid."""
-        assert self.connector is not None
-        return await self.connector.transact(
+        return await self.transact(
             add_change_in, files=files, comments=comments, author=author,
             committer=committer, revision=revision, when_timestamp=when_timestamp,
             branch=branch, category=category, revlink=revlink, properties=properties,
@@ -252,26 +245,30 @@ def add_change_in(write: Write, *, files: list[str] | None = None,
     """:meth:`Change.addChange` in ``write``'s transaction; answers the changeid.
     ``src`` is accepted and ignored (no ``change_users`` row: see compat)."""
     del src
-    author = check_text("author", "" if author is None else author, ch.c.author)
-    committer = check_text("committer", committer, ch.c.committer)
-    comments = check_text("comments", "" if comments is None else comments)
-    revision = check_text("revision", revision, ch.c.revision)
-    branch = check_text("branch", branch, ch.c.branch)
+    author = params.check_text("author", "" if author is None else author,
+                               column=ch.c.author, nullable=True)
+    committer = params.check_text("committer", committer, column=ch.c.committer,
+                                  nullable=True)
+    comments = params.check_text("comments", "" if comments is None else comments,
+                                 nullable=True)
+    revision = params.check_text("revision", revision, column=ch.c.revision, nullable=True)
+    branch = params.check_text("branch", branch, column=ch.c.branch, nullable=True)
     if callable(category):
         raise InvalidParams({"category": "must be a string (no configuration to call "
                                          "a category function with)"})
-    category = check_text("category", category, ch.c.category)
-    revlink = check_text("revlink", revlink, ch.c.revlink)
+    category = params.check_text("category", category, column=ch.c.category, nullable=True)
+    revlink = params.check_text("revlink", revlink, column=ch.c.revlink, nullable=True)
     if not revlink and revision and repository:
         # upstream asks its configured revlink matchers, then falls back to ''
         revlink = ""
-    repository = check_text("repository", repository, ch.c.repository, nullable=False)
-    project = check_text("project", project, ch.c.project, nullable=False)
-    codebase = check_text("codebase", codebase or "", ch.c.codebase)
-    when = check_epoch("when_timestamp", when_timestamp, write.now)
+    repository = params.check_text("repository", repository, column=ch.c.repository)
+    project = params.check_text("project", project, column=ch.c.project)
+    codebase = params.check_text("codebase", codebase or "", column=ch.c.codebase,
+                                 nullable=True)
+    when = params.check_epoch("when_timestamp", when_timestamp, write.now)
     filenames = _files(files)
     props = _change_properties(properties)
-    changeid = check_int("_test_changeid", changeid, nullable=True)
+    changeid = params.check_int("_test_changeid", changeid, bits=32, nullable=True)
 
     ssid = sourcestamps.find_or_create_sourcestamp(
         write, branch=branch, revision=revision, repository=repository, project=project,
@@ -290,7 +287,7 @@ def add_change_in(write: Write, *, files: list[str] | None = None,
     }
     if changeid is not None:
         values["changeid"] = changeid
-    changeid = inserted_id(write.conn.execute(ch.insert().values(values)))
+    changeid = write.insert(ch, **values)
     if filenames:
         write.conn.execute(s.change_files.insert(),
                            [{"changeid": changeid, "filename": f} for f in filenames])
@@ -305,10 +302,8 @@ def add_change_in(write: Write, *, files: list[str] | None = None,
 def _files(files: Any) -> list[str]:
     if files is None:
         return []
-    if isinstance(files, (str, bytes)) or not isinstance(files, (list, tuple)):
-        raise InvalidParams({"files": "must be a list of file names"})
-    return [check_text(f"files[{i}]", f, s.change_files.c.filename, nullable=False)
-            for i, f in enumerate(files)]
+    return [params.check_text(f"files[{i}]", f, column=s.change_files.c.filename)
+            for i, f in enumerate(params.check_list("files", files, "file names"))]
 
 
 def _change_properties(properties: Any) -> dict[str, str]:
@@ -320,8 +315,7 @@ def _change_properties(properties: Any) -> dict[str, str]:
         raise InvalidParams({"properties": "must be an object of name: value"})
     out: dict[str, str] = {}
     for name, value in properties.items():
-        check_text("properties", name, s.change_properties.c.property_name,
-                   nullable=False)
+        params.check_text("properties", name, column=s.change_properties.c.property_name)
         try:
             out[name] = json.dumps([value, "Change"])
         except (TypeError, ValueError):

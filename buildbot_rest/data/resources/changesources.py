@@ -13,16 +13,9 @@ from buildbot_rest.data import params
 from buildbot_rest.data import types as t
 from buildbot_rest.data.base import Field, Kind, ResourceType
 from buildbot_rest.data.endpoint import SQLEndpoint
-from buildbot_rest.data.errors import NotFound
-from buildbot_rest.data.resources.masters import (
-    argument,
-    find_or_create_in,
-    require_master_in,
-)
 from buildbot_rest.data.resources.schedulers import MASTER_ENTITY, embed_masters
 from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
-from buildbot_rest.db.hashes import name_hash
 
 cs = s.changesources
 csm = s.changesource_masters
@@ -80,18 +73,12 @@ class ChangeSource(ResourceType):
 
     async def findChangeSourceId(self, name: str) -> int:
         """The id of the change source named ``name``, created if there is none."""
-        argument(params.text, "name", name, nullable=False)
+        params.check_text("name", name)
 
         def find(write: Write) -> int:
-            digest = name_hash(name)
-            changesourceid, _ = find_or_create_in(write, cs, [cs.c.name_hash == digest],
-                                                  {"name": name, "name_hash": digest})
-            assert changesourceid is not None
-            return changesourceid
+            return write.find_or_create_named(cs, name)
 
-        assert self.connector is not None
-        changesourceid: int = await self.connector.transact(find)
-        return changesourceid
+        return await self.transact(find)
 
     async def trySetChangeSourceMaster(self, changesourceid: int,
                                        masterid: int | None) -> bool:
@@ -99,26 +86,22 @@ class ChangeSource(ResourceType):
         this master runs it now, False if a master (this one included, as upstream)
         already did. ``masterid`` None releases it (True). NotFound for a missing change
         source or master."""
-        argument(params.integer, "changesourceid", changesourceid)
-        argument(params.integer, "masterid", masterid, nullable=True)
+        params.check_int("changesourceid", changesourceid)
+        params.check_int("masterid", masterid, nullable=True)
 
         def claim(write: Write) -> bool:
-            if write.conn.execute(sa.select(cs.c.id).where(cs.c.id == changesourceid)
-                                  ).first() is None:
-                raise NotFound(f"no change source with changesourceid {changesourceid}")
+            write.require(cs, changesourceid, "change source", "changesourceid")
             if masterid is None:
                 write.conn.execute(csm.delete().where(csm.c.changesourceid == changesourceid))
                 return True
-            require_master_in(write, masterid)
-            _, created = find_or_create_in(
-                write, csm, [csm.c.changesourceid == changesourceid],
+            write.require(s.masters, masterid, "master", "masterid")
+            _, created = write.find_or_create(
+                csm, [csm.c.changesourceid == changesourceid],
                 {"changesourceid": changesourceid, "masterid": masterid},
                 id_column=csm.c.changesourceid)
             return created
 
-        assert self.connector is not None
-        claimed: bool = await self.connector.transact(claim)
-        return claimed
+        return await self.transact(claim)
 
 
 RESOURCE_TYPES = (ChangeSource,)

@@ -13,8 +13,6 @@ from buildbot_rest.data import params
 from buildbot_rest.data import types as t
 from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType
 from buildbot_rest.data.endpoint import SQLEndpoint
-from buildbot_rest.data.errors import InvalidParams, NotFound
-from buildbot_rest.data.resources.masters import argument, find_or_create_in
 from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
 from buildbot_rest.db.hashes import name_hash
@@ -66,33 +64,25 @@ class Branch(ResourceType):
         nothing) since ``last_timestamp``: created if new, else updated; then
         ``branches/<id>/update`` with the branch. NotFound for a missing codebase or
         commit."""
-        argument(params.integer, "codebaseid", codebaseid)
-        argument(params.text, "name", name, nullable=False)
-        length = NAME_LENGTH
-        if len(name) > length:
-            raise InvalidParams({"name": f"must be at most {length} characters long"})
-        argument(params.integer, "commitid", commitid, nullable=True)
-        argument(params.integer, "last_timestamp", last_timestamp)
+        params.check_int("codebaseid", codebaseid)
+        params.check_text("name", name, max_length=NAME_LENGTH)
+        params.check_int("commitid", commitid, nullable=True)
+        params.check_int("last_timestamp", last_timestamp)
 
         def update(write: Write) -> None:
-            cb, cc = s.codebases, s.codebase_commits
-            if write.conn.execute(sa.select(cb.c.id).where(cb.c.id == codebaseid)
-                                  ).first() is None:
-                raise NotFound(f"no codebase with codebaseid {codebaseid}")
-            if commitid is not None and write.conn.execute(
-                    sa.select(cc.c.id).where(cc.c.id == commitid)).first() is None:
-                raise NotFound(f"no commit with commitid {commitid}")
+            write.require(s.codebases, codebaseid, "codebase", "codebaseid")
+            if commitid is not None:
+                write.require(s.codebase_commits, commitid, "commit", "commitid")
             digest = name_hash(name)
             values = {"name": name, "commitid": commitid, "last_timestamp": last_timestamp}
-            branchid, created = find_or_create_in(
-                write, br, [br.c.codebaseid == codebaseid, br.c.name_hash == digest],
+            branchid, created = write.find_or_create(
+                br, [br.c.codebaseid == codebaseid, br.c.name_hash == digest],
                 {"codebaseid": codebaseid, "name_hash": digest, **values})
             if not created:
                 write.conn.execute(br.update().where(br.c.id == branchid).values(**values))
             write.emit_entity("branch", "update", branchid)
 
-        assert self.connector is not None
-        await self.connector.transact(update)
+        await self.transact(update)
 
 
 RESOURCE_TYPES = (Branch,)

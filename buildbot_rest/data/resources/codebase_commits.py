@@ -14,8 +14,7 @@ from buildbot_rest.data import types as t
 from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType
 from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import Endpoint, SQLEndpoint
-from buildbot_rest.data.errors import Conflict, InvalidParams, NotFound
-from buildbot_rest.data.resources.masters import argument
+from buildbot_rest.data.errors import Conflict, InvalidParams
 from buildbot_rest.data.resultspec import ResultSpec
 from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
@@ -80,50 +79,39 @@ class Commit(ResourceType):
         ``codebases/<codebaseid>/commits/<id>/new`` with it; its id. NotFound for a
         missing codebase or parent commit; Conflict if the codebase has that revision
         already."""
-        argument(params.integer, "codebaseid", codebaseid)
+        params.check_int("codebaseid", codebaseid)
         for name, value, nullable, length in (("author", author, False, 255),
                                               ("committer", committer, True, 255),
                                               ("revision", revision, False, 70)):
-            argument(params.text, name, value, nullable=nullable)
-            if value is not None and len(value) > length:
-                raise InvalidParams({name: f"must be at most {length} characters long"})
-        argument(params.text, "comments", comments, nullable=False)
-        argument(params.integer, "when_timestamp", when_timestamp)
-        argument(params.integer, "parent_commitid", parent_commitid, nullable=True)
-        if files is not None and (not isinstance(files, (list, tuple))
-                                  or not all(isinstance(f, str) for f in files)):
+            params.check_text(name, value, max_length=length, nullable=nullable)
+        params.check_text("comments", comments)
+        params.check_int("when_timestamp", when_timestamp)
+        params.check_int("parent_commitid", parent_commitid, nullable=True)
+        if files is not None and not all(
+                isinstance(f, str) for f in params.check_list("files", files, "file names")):
             raise InvalidParams({"files": "must be a list of file names"})
 
         def add(write: Write) -> int:
-            cb = s.codebases
-            if write.conn.execute(sa.select(cb.c.id).where(cb.c.id == codebaseid)
-                                  ).first() is None:
-                raise NotFound(f"no codebase with codebaseid {codebaseid}")
-            if parent_commitid is not None and write.conn.execute(
-                    sa.select(cc.c.id).where(cc.c.id == parent_commitid)).first() is None:
-                raise NotFound(f"no commit with commitid {parent_commitid}")
+            write.require(s.codebases, codebaseid, "codebase", "codebaseid")
+            if parent_commitid is not None:
+                write.require(cc, parent_commitid, "commit", "commitid")
             if write.conn.execute(sa.select(cc.c.id).where(
                     cc.c.codebaseid == codebaseid, cc.c.revision == revision)
                     ).first() is not None:
                 raise Conflict(f"codebase {codebaseid} has a commit {revision} already")
             try:
                 with write.savepoint():
-                    result = write.conn.execute(cc.insert().values(
-                        codebaseid=codebaseid, author=author, committer=committer,
+                    commitid = write.insert(
+                        cc, codebaseid=codebaseid, author=author, committer=committer,
                         comments=comments, when_timestamp=when_timestamp, revision=revision,
-                        parent_commitid=parent_commitid))
+                        parent_commitid=parent_commitid)
             except sa.exc.IntegrityError:
                 raise Conflict(f"codebase {codebaseid} has a commit {revision} "
                                "already") from None
-            key = result.inserted_primary_key
-            assert key is not None
-            commitid = int(key[0])
             write.emit_entity("commit", "new", commitid)
             return commitid
 
-        assert self.connector is not None
-        commitid: int = await self.connector.transact(add)
-        return commitid
+        return await self.transact(add)
 
 
 def ancestry(conn: sa.Connection, commitid: int, depth: int = DEPTH) -> tuple[bool, list[int]]:

@@ -13,21 +13,13 @@ from buildbot_rest.data import params
 from buildbot_rest.data import types as t
 from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType
 from buildbot_rest.data.endpoint import SQLEndpoint
-from buildbot_rest.data.errors import Conflict, NotFound
-from buildbot_rest.data.resources.masters import argument, find_or_create_in
+from buildbot_rest.data.errors import Conflict
 from buildbot_rest.data.resources.projects import SLUG_LENGTH, check_slug
 from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
 from buildbot_rest.db.hashes import name_hash, shorten
 
 cb = s.codebases
-
-
-def require_project_in(write: Write, projectid: int) -> None:
-    """NotFound unless project ``projectid`` exists."""
-    p = s.projects
-    if write.conn.execute(sa.select(p.c.id).where(p.c.id == projectid)).first() is None:
-        raise NotFound(f"no project with projectid {projectid}")
 
 
 class CodebaseEndpoint(SQLEndpoint):
@@ -74,39 +66,31 @@ class Codebase(ResourceType):
         """The id of the codebase named ``name`` in project ``projectid``; if there is
         none, created (its slug is its name, shortened to fit as upstream shortens) when
         ``auto_create``, else None. NotFound for a missing project."""
-        argument(params.integer, "projectid", projectid)
-        argument(params.text, "name", name, nullable=False)
-        argument(params.boolean, "auto_create", auto_create)
+        params.check_int("projectid", projectid)
+        params.check_text("name", name)
+        params.check_bool("auto_create", auto_create)
 
         def find(write: Write) -> int | None:
-            require_project_in(write, projectid)
-            digest = name_hash(name)
-            codebaseid, _ = find_or_create_in(
-                write, cb, [cb.c.projectid == projectid, cb.c.name_hash == digest],
-                {"projectid": projectid, "name": name, "name_hash": digest,
-                 "slug": shorten(name, SLUG_LENGTH)},
+            write.require(s.projects, projectid, "project", "projectid")
+            return write.find_or_create_named(
+                cb, name, where=[cb.c.projectid == projectid],
+                values={"projectid": projectid, "slug": shorten(name, SLUG_LENGTH)},
                 create=auto_create)
-            return codebaseid
 
-        assert self.connector is not None
-        codebaseid: int | None = await self.connector.transact(find)
-        return codebaseid
+        return await self.transact(find)
 
     async def update_codebase_info(self, *, codebaseid: int, projectid: int,
                                    slug: str) -> None:
         """Move codebase ``codebaseid`` to project ``projectid`` and store its slug, then
         publish ``codebases/<id>/update`` with the codebase. NotFound for a missing
         codebase or project; Conflict when that project has a codebase of that name."""
-        argument(params.integer, "codebaseid", codebaseid)
-        argument(params.integer, "projectid", projectid)
+        params.check_int("codebaseid", codebaseid)
+        params.check_int("projectid", projectid)
         check_slug(slug)
 
         def update(write: Write) -> None:
-            row = write.conn.execute(sa.select(cb.c.name_hash)
-                                     .where(cb.c.id == codebaseid)).first()
-            if row is None:
-                raise NotFound(f"no codebase with codebaseid {codebaseid}")
-            require_project_in(write, projectid)
+            row = write.require(cb, codebaseid, "codebase", "codebaseid", cb.c.name_hash)
+            write.require(s.projects, projectid, "project", "projectid")
             if write.conn.execute(sa.select(cb.c.id).where(
                     cb.c.projectid == projectid, cb.c.name_hash == row.name_hash,
                     cb.c.id != codebaseid)).first() is not None:
@@ -115,8 +99,7 @@ class Codebase(ResourceType):
                                .values(projectid=projectid, slug=slug))
             write.emit_entity("codebase", "update", codebaseid)
 
-        assert self.connector is not None
-        await self.connector.transact(update)
+        await self.transact(update)
 
 
 RESOURCE_TYPES = (Codebase,)

@@ -23,9 +23,8 @@ from buildbot_rest.data.errors import InvalidParams
 from buildbot_rest.data.resources.buildsets import add_buildset_in
 from buildbot_rest.data.resources.sourcestamps import find_or_create_sourcestamp
 from buildbot_rest.data.resultspec import ResultSpec
-from buildbot_rest.data.transaction import Write
+from buildbot_rest.data.transaction import Write, find_or_create_named
 from buildbot_rest.db import schema as s
-from buildbot_rest.db.hashes import name_hash
 
 #: the keys of an entity (a configuration entry may hold more: ``reason_string``)
 _ENTITY_KEYS = ("name", "button_name", "label", "builder_names", "enabled", "all_fields")
@@ -94,18 +93,8 @@ def sync_scheduler_rows(conn: sa.Connection, entries: Sequence[Mapping[str, Any]
     ids: dict[str, int] = {}
     for entry in entries:
         name = entry["name"]
-        digest = name_hash(name)
-        query = sa.select(sch.c.id).where(sch.c.name_hash == digest)
-        found: Any = conn.execute(query).scalar()
-        if found is None:
-            try:
-                with conn.begin_nested():
-                    inserted = conn.execute(sch.insert().values(name=name, name_hash=digest))
-                    key = inserted.inserted_primary_key
-                    assert key is not None
-                    found = key[0]
-            except sa.exc.IntegrityError:
-                found = conn.execute(query).scalar()
+        found = find_or_create_named(conn, sch, name)
+        assert found is not None
         ids[name] = int(found)
     return ids
 

@@ -15,9 +15,9 @@ from buildbot_rest.data import params
 from buildbot_rest.data import types as t
 from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType
 from buildbot_rest.data.endpoint import SQLEndpoint
-from buildbot_rest.data.errors import InvalidParams, NotFound
+from buildbot_rest.data.errors import InvalidParams
 from buildbot_rest.data.resolve import LOG_FORMS, STEP_FORMS, nested
-from buildbot_rest.data.transaction import Write
+from buildbot_rest.data.transaction import Write, no_row
 from buildbot_rest.db import logchunks_write as chunks
 from buildbot_rest.db import schema as s
 
@@ -88,20 +88,6 @@ def log_text(content: Any) -> bytes:
         raise InvalidParams({"content": "must be valid Unicode text"}) from None
 
 
-def _step_exists(write: Write, stepid: int) -> bool:
-    st = s.steps
-    return write.conn.execute(sa.select(st.c.id).where(st.c.id == stepid)).first() is not None
-
-
-def _lock_log(write: Write, logid: int) -> None:
-    """NotFound unless the log exists; its row is locked until the end of the
-    transaction (PostgreSQL, MySQL; SQLite writers take turns anyway)."""
-    found = write.conn.execute(sa.select(lg.c.id).where(lg.c.id == logid)
-                               .with_for_update(key_share=True)).first()
-    if found is None:
-        raise NotFound(f"no log {logid}")
-
-
 def taken_slugs(write: Write, stepid: int) -> set[str]:
     """The slugs of a step's logs."""
     return set(write.conn.execute(sa.select(lg.c.slug).where(lg.c.stepid == stepid)).scalars())
@@ -111,8 +97,7 @@ def add_log_in(write: Write, stepid: int, name: str, type: str) -> int:
     """Insert a log of a step (NotFound if there is no such step): its slug is the name
     forced to an identifier, with upstream's ``_N`` suffix when the step already has
     it; ``complete=0``, ``num_lines=0``. Its ``new`` event. Answers the logid."""
-    if not _step_exists(write, stepid):
-        raise NotFound(f"no step {stepid}")
+    write.require(s.steps, stepid, "step", "stepid")
     slug = force_identifier(SLUG_LENGTH, name)
     for _ in range(_MAX_SLUG_TRIES):
         taken = taken_slugs(write, stepid)
@@ -120,18 +105,14 @@ def add_log_in(write: Write, stepid: int, name: str, type: str) -> int:
             slug = increment_identifier(SLUG_LENGTH, slug)
         try:
             with write.savepoint():
-                key = write.conn.execute(lg.insert().values(
-                    name=name, slug=slug, stepid=stepid, complete=0, num_lines=0,
-                    type=type)).inserted_primary_key
-                assert key is not None
-                logid = key[0]
+                logid = write.insert(lg, name=name, slug=slug, stepid=stepid, complete=0,
+                                     num_lines=0, type=type)
         except sa.exc.IntegrityError:
             # a concurrent write took the slug, or removed the step
-            if not _step_exists(write, stepid):
-                raise NotFound(f"no step {stepid}") from None
+            write.require(s.steps, stepid, "step", "stepid")
             continue
         write.emit_entity("log", "new", logid)
-        return int(logid)
+        return logid
     raise RuntimeError(f"cannot add log {name!r} to step {stepid}: no slug is accepted")
 
 
@@ -140,14 +121,14 @@ def append_log_in(write: Write, logid: int, data: bytes) -> chunks.Appended:
     upstream), and publish its ``append`` event; NotFound if there is no such log."""
     done = chunks.append(write.conn, logid, data, log_compression(write.ctx.config))
     if done is None:
-        raise NotFound(f"no log {logid}")
+        raise no_row("log", "logid", logid)
     write.emit_entity("log", "append", logid)
     return done
 
 
 def finish_log_in(write: Write, logid: int) -> None:
     """Mark a log complete and publish its ``finished`` event; NotFound if none."""
-    _lock_log(write, logid)
+    write.require(lg, logid, "log", "logid", lock=True, key_share=True)
     write.conn.execute(lg.update().where(lg.c.id == logid).values(complete=1))
     write.emit_entity("log", "finished", logid)
 
@@ -155,7 +136,7 @@ def finish_log_in(write: Write, logid: int) -> None:
 def compress_log_in(write: Write, logid: int) -> int:
     """Merge a log's small chunks (see :func:`buildbot_rest.db.logchunks_write.
     compress_log`); answers the bytes saved. No event (as upstream)."""
-    _lock_log(write, logid)
+    write.require(lg, logid, "log", "logid", lock=True, key_share=True)
     return chunks.compress_log(write.conn, logid, log_compression(write.ctx.config))
 
 class LogEndpoint(SQLEndpoint):
@@ -198,22 +179,19 @@ class Log(ResourceType):
         """Add a log named ``name`` of type ``type`` (``t`` text, ``s`` stdio, ``h``
         HTML) to a step; answers its id. NotFound if the step does not exist,
         InvalidParams for a bad argument."""
-        stepid = params.integer({"stepid": stepid}, "stepid", required=True)
-        name = params.text({"name": name}, "name", required=True, nullable=False)
+        stepid = params.check_int("stepid", stepid)
+        name = params.check_text("name", name)
         if not isinstance(type, str) or type not in LOG_TYPES:
             raise InvalidParams({"type": f"must be one of 't', 's', 'h', not {type!r:.20}"})
-        assert self.connector is not None
-        logid: int = await self.connector.transact(add_log_in, stepid, name, type)
-        return logid
+        return await self.transact(add_log_in, stepid, name, type)
 
     async def appendLog(self, logid: int, content: str) -> tuple[int, int]:
         """Append lines to a log; ``content`` must end with a newline. Answers
         upstream's ``(num_lines before, last line written)``. NotFound if the log does
         not exist. A line too long for one chunk even compressed is cut (and logged)."""
-        logid = params.integer({"logid": logid}, "logid", required=True)
+        logid = params.check_int("logid", logid)
         data = log_text(content)
-        assert self.connector is not None
-        done: chunks.Appended = await self.connector.transact(append_log_in, logid, data)
+        done = await self.transact(append_log_in, logid, data)
         if done.truncated:
             _log.info("truncated {count} long line(s) of log {logid}",
                       count=done.truncated, logid=logid)
@@ -221,17 +199,14 @@ class Log(ResourceType):
 
     async def finishLog(self, logid: int) -> None:
         """Mark a log complete; NotFound if it does not exist."""
-        logid = params.integer({"logid": logid}, "logid", required=True)
-        assert self.connector is not None
-        await self.connector.transact(finish_log_in, logid)
+        logid = params.check_int("logid", logid)
+        await self.transact(finish_log_in, logid)
 
     async def compressLog(self, logid: int) -> int:
         """Merge neighbouring chunks of a log, re-compressed with the configured method;
         answers the number of bytes saved. NotFound if the log does not exist."""
-        logid = params.integer({"logid": logid}, "logid", required=True)
-        assert self.connector is not None
-        saved: int = await self.connector.transact(compress_log_in, logid)
-        return saved
+        logid = params.check_int("logid", logid)
+        return await self.transact(compress_log_in, logid)
 
 
 RESOURCE_TYPES = (Log,)

@@ -1,14 +1,11 @@
 # -*- test-case-name: tests.data.test_updates_masters -*-
 """Masters: the build masters that share this database; their update methods (a master
-started, stopped or expired, with upstream's housekeeping) and events.
-
-Also the helpers the update methods of the other resource types share: finding a row
-by name or creating it (:func:`find_or_create_in`) and checking an argument
-(:func:`argument`)."""
+started, stopped or expired, with upstream's housekeeping) and events; finding a master
+by name or creating it (:func:`find_or_create_master_in`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
@@ -17,10 +14,8 @@ from buildbot_rest.data import params
 from buildbot_rest.data import types as t
 from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType
 from buildbot_rest.data.endpoint import SQLEndpoint
-from buildbot_rest.data.errors import NotFound
 from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
-from buildbot_rest.db.hashes import name_hash
 
 if TYPE_CHECKING:
     from buildbot_rest.data.resources.builders import Builder
@@ -42,57 +37,13 @@ def serves(builderid: Any) -> sa.ColumnElement[bool]:
     return sa.exists().where(bm.c.masterid == m.c.id, bm.c.builderid == builderid)
 
 
-# -- helpers of every update method ---------------------------------------------------------
-
-def argument(check: Callable[..., Any], name: str, value: Any, **kw: Any) -> Any:
-    """An update method's argument, checked as a control action's parameter is (``check``
-    is :func:`buildbot_rest.data.params.integer`, ``text`` or ``boolean``): the value,
-    or InvalidParams naming it."""
-    return check({name: value}, name, required=True, **kw)
-
-
-def find_or_create_in(write: Write, table: sa.Table,
-                      where: Sequence[sa.ColumnElement[bool]], values: Mapping[str, Any],
-                      *, create: bool = True,
-                      id_column: sa.Column[Any] | None = None) -> tuple[int | None, bool]:
-    """``(id, created)`` of the row of ``table`` that ``where`` selects; when there is
-    none and ``create``, the row inserted with ``values``. A concurrent write that
-    inserts the same row first (a unique index refuses ours) is found instead, as
-    upstream's ``findSomethingId`` does. ``(None, False)`` when there is none and not
-    ``create``. ``id_column``: the primary key, when it is not ``id``."""
-    key = id_column if id_column is not None else table.c.id
-    select = sa.select(key).where(*where).order_by(key).limit(1)
-    found = write.conn.execute(select).scalar()
-    if found is not None or not create:
-        return found, False
-    try:
-        with write.savepoint():
-            write.conn.execute(table.insert().values(**values))
-            created = write.conn.execute(select).scalar()
-    except sa.exc.IntegrityError:
-        found = write.conn.execute(select).scalar()
-        if found is None:
-            raise
-        return found, False
-    assert created is not None
-    return int(created), True
-
+# -- writing -------------------------------------------------------------------------------
 
 def find_or_create_master_in(write: Write, name: str) -> int:
     """The id of the master named ``name``, its row created (inactive, last active now,
     as upstream's ``findMasterId``) if there is none."""
-    digest = name_hash(name)
-    masterid, _ = find_or_create_in(
-        write, m, [m.c.name_hash == digest],
-        {"name": name, "name_hash": digest, "active": 0, "last_active": write.now})
-    assert masterid is not None
-    return masterid
-
-
-def require_master_in(write: Write, masterid: int) -> None:
-    """NotFound unless master ``masterid`` exists."""
-    if write.conn.execute(sa.select(m.c.id).where(m.c.id == masterid)).first() is None:
-        raise NotFound(f"no master with masterid {masterid}")
+    return write.find_or_create_named(m, name, values={"active": 0,
+                                                       "last_active": write.now})
 
 
 # -- endpoints and the resource type --------------------------------------------------------
@@ -143,9 +94,7 @@ class Master(ResourceType):
         """Store whether the master is active (an active one is alive now: its
         ``last_active`` is refreshed); a master marked inactive no longer runs its
         schedulers. Whether its state changed; NotFound if there is no such master."""
-        row = write.conn.execute(sa.select(m.c.active).where(m.c.id == masterid)).first()
-        if row is None:
-            raise NotFound(f"no master with masterid {masterid}")
+        row = write.require(m, masterid, "master", "masterid", m.c.active)
         values: dict[str, Any] = {"active": int(active)}
         if active:
             values["last_active"] = write.now
@@ -246,25 +195,23 @@ class Master(ResourceType):
         """The master is alive (upstream's heartbeat): ``active`` set, ``last_active``
         now; ``masters/<id>/started`` when it was inactive. NotFound if there is no
         such master."""
-        argument(params.text, "name", name, nullable=False)
-        argument(params.integer, "masterid", masterid)
+        params.check_text("name", name)
+        params.check_int("masterid", masterid)
 
         def activate(write: Write) -> None:
             if self.set_state_in(write, masterid, True):
                 write.emit("master", "started",
                            {"masterid": masterid, "name": name, "active": True})
 
-        assert self.connector is not None
-        await self.connector.transact(activate)
+        await self.transact(activate)
 
     async def masterStopped(self, name: str, masterid: int) -> None:
         """The master stopped: if it was active, it is marked inactive, its housekeeping
         done and ``masters/<id>/stopped`` published. NotFound if there is no such
         master."""
-        argument(params.text, "name", name, nullable=False)
-        argument(params.integer, "masterid", masterid)
-        assert self.connector is not None
-        deactivated = await self.connector.transact(self.deactivate_in, masterid, name)
+        params.check_text("name", name)
+        params.check_int("masterid", masterid)
+        deactivated = await self.transact(self.deactivate_in, masterid, name)
         if deactivated is not None:
             await self.after_deactivation(deactivated)
 
@@ -272,7 +219,7 @@ class Master(ResourceType):
         """Deactivate every master not seen alive for 10 minutes, as
         :meth:`masterStopped` does; with ``forceHouseKeeping``, the housekeeping of
         those that were inactive already is done again (without an event)."""
-        argument(params.boolean, "forceHouseKeeping", forceHouseKeeping)
+        params.check_bool("forceHouseKeeping", forceHouseKeeping)
 
         def expire(write: Write) -> list[_Deactivated]:
             old = write.conn.execute(
@@ -282,8 +229,7 @@ class Master(ResourceType):
                     for masterid, name in old]
             return [d for d in done if d is not None]
 
-        assert self.connector is not None
-        for deactivated in await self.connector.transact(expire):
+        for deactivated in await self.transact(expire):
             await self.after_deactivation(deactivated)
 
 

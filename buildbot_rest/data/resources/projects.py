@@ -9,12 +9,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from buildbot_rest.data import engine, params
+from buildbot_rest.data import params
 from buildbot_rest.data import types as t
 from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType
 from buildbot_rest.data.endpoint import SQLEndpoint
-from buildbot_rest.data.errors import InvalidParams, NotFound
-from buildbot_rest.data.resources.masters import argument, find_or_create_in
 from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
 from buildbot_rest.db.hashes import name_hash, shorten
@@ -81,53 +79,39 @@ class Project(ResourceType):
         """The id of the project named ``name``; if there is none, created (its slug is
         its name, shortened as upstream shortens names to fit 50 characters) when
         ``auto_create``, else None."""
-        argument(params.text, "name", name, nullable=False)
-        argument(params.boolean, "auto_create", auto_create)
+        params.check_text("name", name)
+        params.check_bool("auto_create", auto_create)
 
         def find(write: Write) -> int | None:
-            digest = name_hash(name)
-            projectid, _ = find_or_create_in(
-                write, p, [p.c.name_hash == digest],
-                {"name": name, "name_hash": digest, "slug": shorten(name, SLUG_LENGTH)},
-                create=auto_create)
-            return projectid
+            return write.find_or_create_named(
+                p, name, values={"slug": shorten(name, SLUG_LENGTH)}, create=auto_create)
 
-        assert self.connector is not None
-        projectid: int | None = await self.connector.transact(find)
-        return projectid
+        return await self.transact(find)
 
     async def update_project_info(self, projectid: int, slug: str, description: str | None,
                                   description_format: str | None,
                                   description_html: str | None) -> None:
         """Store a project's slug and description (text, format, HTML), then publish
         ``projects/<id>/update`` with the project. NotFound for a missing project."""
-        argument(params.integer, "projectid", projectid)
+        params.check_int("projectid", projectid)
         check_slug(slug)
         for name, value in (("description", description),
                             ("description_format", description_format),
                             ("description_html", description_html)):
-            argument(params.text, name, value)
+            params.check_text(name, value, nullable=True)
 
         def update(write: Write) -> None:
-            done = write.conn.execute(p.update().where(p.c.id == projectid).values(
-                slug=slug, description=description, description_format=description_format,
-                description_html=description_html))
-            if not done.rowcount:
-                raise NotFound(f"no project with projectid {projectid}")
-            # (not emit_entity: a project's first key field is its name)
-            project = engine.fetch_one(write.conn, write.ctx, self, None, [p.c.id == projectid])
-            assert project is not None
-            write.emit("project", "update", project)
+            write.update(p, projectid, "project", "projectid", slug=slug,
+                         description=description, description_format=description_format,
+                         description_html=description_html)
+            write.emit_entity("project", "update", projectid)
 
-        assert self.connector is not None
-        await self.connector.transact(update)
+        await self.transact(update)
 
 
 def check_slug(slug: Any) -> None:
     """InvalidParams unless ``slug`` is text that fits its column."""
-    argument(params.text, "slug", slug, nullable=False)
-    if len(slug) > SLUG_LENGTH:
-        raise InvalidParams({"slug": f"must be at most {SLUG_LENGTH} characters long"})
+    params.check_text("slug", slug, max_length=SLUG_LENGTH)
 
 
 RESOURCE_TYPES = (Project,)

@@ -14,18 +14,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
+from buildbot_rest.data import params
 from buildbot_rest.data import types as t
 from buildbot_rest.data.base import Field, Kind, ResourceType, chunked
 from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import Endpoint, SQLEndpoint
 from buildbot_rest.data.errors import InvalidParams
 from buildbot_rest.data.resolve import BUILD_FORMS, nested
-from buildbot_rest.data.resources.builds import (
-    build_row_in,
-    integers,
-    load_properties,
-    text_arg,
-)
+from buildbot_rest.data.resources.builds import build_row_in, load_properties
 from buildbot_rest.data.resultspec import ResultSpec
 from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
@@ -175,8 +171,8 @@ def property_json(name: str, value: Any) -> str:
 
 def checked_property(name: Any, value: Any, source: Any) -> tuple[str, str, str]:
     """``(name, value's JSON text, source)`` checked for storage."""
-    name = text_arg("name", name, length=NAME_LENGTH)
-    source = text_arg("source", source, length=NAME_LENGTH)
+    name = params.check_text("name", name, max_length=NAME_LENGTH)
+    source = params.check_text("source", source, max_length=NAME_LENGTH)
     return name, property_json(name, value), source
 
 
@@ -261,24 +257,22 @@ class Properties(ResourceType):
     async def setBuildProperties(self, buildid: int, properties: Any) -> None:
         """Set several properties of a build: ``properties`` is ``{name: (value,
         source)}`` (or upstream's ``IProperties``). Publishes the changed ones."""
-        ids = integers({"buildid": buildid})
+        buildid = params.check_int("buildid", buildid)
         checked: dict[str, tuple[str, str]] = {}
         for name, pair in _as_dict(properties).items():
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise InvalidParams({"properties": f"{name!r}: give (value, source)"})
             name, value_json, source = checked_property(name, pair[0], pair[1])
             checked[name] = (value_json, source)
-        assert self.connector is not None, "not registered with a data connector"
-        await self.connector.transact(set_build_properties_in, ids["buildid"], checked)
+        await self.transact(set_build_properties_in, buildid, checked)
 
     async def setBuildProperty(self, buildid: int, name: str, value: Any, source: str) -> None:
         """Set one property of a build; publishes it, changed or not (as upstream),
         under its own name (upstream's message says ``"name"``: a bug)."""
-        ids = integers({"buildid": buildid})
+        buildid = params.check_int("buildid", buildid)
         name, value_json, source = checked_property(name, value, source)
-        assert self.connector is not None, "not registered with a data connector"
-        await self.connector.transact(set_build_properties_in, ids["buildid"],
-                                      {name: (value_json, source)}, always_publish=True)
+        await self.transact(set_build_properties_in, buildid, {name: (value_json, source)},
+                            always_publish=True)
 
     @property
     def entity_type(self) -> Any:

@@ -130,8 +130,7 @@ class Scheduler(ResourceType):
                 raise write.ctx.not_found()
             self.set_enabled(write, schedulerid, v)
 
-        assert self.connector is not None
-        await self.connector.transact(enable)
+        await self.transact(enable)
 
     def from_clause(self) -> sa.FromClause:
         return sch.outerjoin(sm, sm.c.schedulerid == sch.c.id)

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import base64
-import datetime
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -108,49 +106,6 @@ RESOURCE_TYPES = (SourceStamp,)
 
 # -- writing ------------------------------------------------------------------------------
 
-def check_text(name: str, value: Any, column: sa.Column[Any] | None = None, *,
-               nullable: bool = True) -> Any:
-    """``value`` if it is a string (or None when ``nullable``) that fits ``column``;
-    else InvalidParams naming ``name``. Upstream checks lengths on MySQL only and lets
-    the other databases fail; here every backend answers a clean 400."""
-    value = params.text({name: value}, name, nullable=nullable)
-    length = getattr(column.type, "length", None) if column is not None else None
-    if value is not None and length is not None and len(value) > length:
-        raise InvalidParams({name: f"is longer than {length} characters"})
-    return value
-
-
-def inserted_id(result: sa.CursorResult[Any]) -> int:
-    """The id an INSERT of one row gave it."""
-    key = result.inserted_primary_key
-    assert key is not None
-    return int(key[0])
-
-
-def check_int(name: str, value: Any, *, bits: int = 32, nullable: bool = False) -> Any:
-    """``value`` if it is an integer that fits a signed column of ``bits`` bits (upstream's
-    Integer columns are 32-bit on PostgreSQL and MySQL, SmallInteger 16-bit), or None when
-    ``nullable``; else InvalidParams naming ``name``."""
-    value = params.integer({name: value}, name, required=True, nullable=nullable)
-    if value is not None and not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
-        raise InvalidParams({name: "is out of range"})
-    return value
-
-
-def check_epoch(name: str, value: Any, default: int) -> int:
-    """A time given to an update method as epoch seconds (an int or a float, truncated
-    as upstream's conversions do) or a ``datetime``; ``default`` when None."""
-    if value is None:
-        return default
-    if isinstance(value, datetime.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=datetime.UTC)
-        value = int(value.timestamp())
-    if isinstance(value, float) and math.isfinite(value):
-        value = int(value)
-    return int(check_int(name, value))
-
-
 def find_or_create_sourcestamp(write: Write, *, branch: str | None, revision: str | None,
                                repository: str, project: str, codebase: str,
                                patch_body: str | bytes | None = None,
@@ -163,11 +118,11 @@ def find_or_create_sourcestamp(write: Write, *, branch: str | None, revision: st
     ``ss_hash`` is upstream's; ``created_at`` is the write's time. A concurrent insert of
     the same stamp is found, not duplicated. InvalidParams for a value that cannot be
     stored (repository, project and codebase must be strings)."""
-    branch = check_text("branch", branch, ss.c.branch)
-    revision = check_text("revision", revision, ss.c.revision)
-    repository = check_text("repository", repository, ss.c.repository, nullable=False)
-    project = check_text("project", project, ss.c.project, nullable=False)
-    codebase = check_text("codebase", codebase, ss.c.codebase, nullable=False)
+    branch = params.check_text("branch", branch, column=ss.c.branch, nullable=True)
+    revision = params.check_text("revision", revision, column=ss.c.revision, nullable=True)
+    repository = params.check_text("repository", repository, column=ss.c.repository)
+    project = params.check_text("project", project, column=ss.c.project)
+    codebase = params.check_text("codebase", codebase, column=ss.c.codebase)
     patchid = None
     if patch_body:
         if isinstance(patch_body, str):
@@ -175,33 +130,18 @@ def find_or_create_sourcestamp(write: Write, *, branch: str | None, revision: st
         if not isinstance(patch_body, bytes):
             raise InvalidParams({"patch_body": "must be text or bytes"})
         # a NOT NULL column that upstream leaves to the database to refuse
-        level = check_int("patch_level", patch_level)
-        values = {
-            "patchlevel": level,
-            "patch_base64": base64.b64encode(patch_body).decode("ascii"),
-            "patch_author": check_text("patch_author", patch_author, nullable=False),
-            "patch_comment": check_text("patch_comment", patch_comment, nullable=False),
-            "subdir": check_text("patch_subdir", patch_subdir),
-        }
-        patchid = inserted_id(write.conn.execute(p.insert().values(values)))
+        level = params.check_int("patch_level", patch_level, bits=32)
+        patchid = write.insert(
+            p, patchlevel=level, patch_base64=base64.b64encode(patch_body).decode("ascii"),
+            patch_author=params.check_text("patch_author", patch_author),
+            patch_comment=params.check_text("patch_comment", patch_comment),
+            subdir=params.check_text("patch_subdir", patch_subdir, nullable=True))
     ss_hash = hashes.ss_hash(branch, revision, repository, project, codebase, patchid)
-    found = _ssid_by_hash(write.conn, ss_hash)
-    if found is not None:
-        return found
-    try:
-        with write.savepoint():
-            result = write.conn.execute(ss.insert().values(
-                branch=branch, revision=revision, repository=repository, project=project,
-                codebase=codebase, patchid=patchid, ss_hash=ss_hash, created_at=write.now))
-            return inserted_id(result)
-    except sa.exc.IntegrityError:
-        # a concurrent write inserted the same stamp first
-        found = _ssid_by_hash(write.conn, ss_hash)
-        if found is None:
-            raise
-        return found
-
-
-def _ssid_by_hash(conn: sa.Connection, ss_hash: str) -> int | None:
-    found = conn.execute(sa.select(ss.c.id).where(ss.c.ss_hash == ss_hash)).scalar()
-    return int(found) if found is not None else None
+    # a concurrent write that inserts the same stamp first is found
+    ssid, _ = write.find_or_create(
+        ss, [ss.c.ss_hash == ss_hash],
+        {"branch": branch, "revision": revision, "repository": repository,
+         "project": project, "codebase": codebase, "patchid": patchid, "ss_hash": ss_hash,
+         "created_at": write.now})
+    assert ssid is not None
+    return int(ssid)

@@ -10,13 +10,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from buildbot_rest.data import engine, params
+from buildbot_rest.data import params
 from buildbot_rest.data import types as t
 from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType
 from buildbot_rest.data.endpoint import SQLEndpoint
-from buildbot_rest.data.errors import Conflict, NotFound
+from buildbot_rest.data.errors import Conflict
 from buildbot_rest.data.resolve import BUILD_FORMS, STEP_FORMS, nested
-from buildbot_rest.data.resources.builds import build_row_in, inserted_id, integers, text_arg
+from buildbot_rest.data.resources.builds import build_row_in
 from buildbot_rest.data.resources.logs import finish_log_in
 from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
@@ -49,17 +49,6 @@ def _text(value: Any) -> str | None:
 
 # -- writing ----------------------------------------------------------------------------
 
-def emit_step(write: Write, event: str, stepid: int) -> dict[str, Any]:
-    """Publish ``event`` about the step as a GET answers it now; answers the step."""
-    # by id: the type's first key field is the step's number
-    step = engine.fetch_one(write.conn, write.ctx, write.rtype("step"), None,
-                            [st.c.id == stepid])
-    if step is None:
-        raise NotFound(f"no step {stepid}")
-    write.emit("step", event, step)
-    return step
-
-
 def _free_name(name: str, taken: set[str]) -> str:
     """``name``, or upstream's ``<name>_<k>`` (cut to fit 50 characters) with the
     smallest k not ``taken``."""
@@ -88,25 +77,22 @@ def add_step_in(write: Write, buildid: int, name: str) -> tuple[int, int, str]:
         chosen = _free_name(name, {row.name for row in rows})
         try:
             with write.savepoint():
-                result = write.conn.execute(st.insert().values(
-                    buildid=buildid, number=number, name=chosen, started_at=None,
+                stepid = write.insert(
+                    st, buildid=buildid, number=number, name=chosen, started_at=None,
                     locks_acquired_at=None, complete_at=None, state_string="pending",
-                    results=None, urls_json="[]", hidden=0))
+                    results=None, urls_json="[]", hidden=0)
         except sa.exc.IntegrityError:
             # a writer that does not lock the build (another master) took the number
             # or the name: look again
             continue
-        stepid = inserted_id(result)
-        emit_step(write, "new", stepid)
+        write.emit_entity("step", "new", stepid)
         return stepid, number, chosen
     raise Conflict(f"no free step number or name in build {buildid}; try again")
 
 
 def _update_step(write: Write, stepid: int, event: str, **values: Any) -> None:
-    result = write.conn.execute(st.update().where(st.c.id == stepid).values(**values))
-    if result.rowcount == 0:
-        raise NotFound(f"no step {stepid}")
-    emit_step(write, event, stepid)
+    write.update(st, stepid, "step", "stepid", **values)
+    write.emit_entity("step", event, stepid)
 
 
 def start_step_in(write: Write, stepid: int, started_at: int | None = None,
@@ -137,10 +123,7 @@ def add_step_url_in(write: Write, stepid: int, name: str, url: str) -> None:
     """Append ``{name, url}`` to the step's URLs unless it is there already;
     ``updated`` event either way (as upstream)."""
     # locked: two writers appending at once both keep their URL
-    stored = write.conn.execute(sa.select(st.c.urls_json).where(st.c.id == stepid)
-                                .with_for_update()).first()
-    if stored is None:
-        raise NotFound(f"no step {stepid}")
+    stored = write.require(st, stepid, "step", "stepid", st.c.urls_json, lock=True)
     urls = t.loads_json(stored.urls_json, [])
     if not isinstance(urls, list):
         urls = []  # damaged by another writer: start again
@@ -149,7 +132,7 @@ def add_step_url_in(write: Write, stepid: int, name: str, url: str) -> None:
         urls.append(item)
         write.conn.execute(st.update().where(st.c.id == stepid)
                            .values(urls_json=json.dumps(urls)))
-    emit_step(write, "updated", stepid)
+    write.emit_entity("step", "updated", stepid)
 
 
 def finish_step_in(write: Write, stepid: int, results: int, hidden: bool) -> None:
@@ -227,47 +210,44 @@ class Step(ResourceType):
     async def addStep(self, buildid: int, name: str) -> tuple[int, int, str]:
         """Add a step to a build; answers ``(stepid, number, name)``, the name being
         ``<name>_<k>`` when the build already has a step of that name."""
-        ids = integers({"buildid": buildid})
-        return await self._transact(add_step_in, ids["buildid"],
-                                    text_arg("name", name, length=NAME_LENGTH))
+        buildid = params.check_int("buildid", buildid)
+        return await self.transact(add_step_in, buildid,
+                                   params.check_text("name", name, max_length=NAME_LENGTH))
 
     async def startStep(self, stepid: int, started_at: int | None = None,
                         locks_acquired: bool = False) -> None:
         """Start a step at ``started_at`` (epoch seconds; now if None)."""
-        ids = integers({"stepid": stepid, "started_at": started_at}, "started_at")
-        locks = params.boolean({"locks_acquired": locks_acquired}, "locks_acquired",
-                               required=True)
-        await self._transact(start_step_in, ids["stepid"], ids["started_at"], locks)
+        stepid = params.check_int("stepid", stepid)
+        started_at = params.check_int("started_at", started_at, nullable=True)
+        locks = params.check_bool("locks_acquired", locks_acquired)
+        await self.transact(start_step_in, stepid, started_at, locks)
 
     async def set_step_locks_acquired_at(self, stepid: int,
                                          locks_acquired_at: int | None = None) -> None:
         """Record when the step acquired its locks (now if None)."""
-        ids = integers({"stepid": stepid, "locks_acquired_at": locks_acquired_at},
-                       "locks_acquired_at")
-        await self._transact(set_step_locks_acquired_at_in, ids["stepid"],
-                             ids["locks_acquired_at"])
+        stepid = params.check_int("stepid", stepid)
+        locks_acquired_at = params.check_int("locks_acquired_at", locks_acquired_at,
+                                             nullable=True)
+        await self.transact(set_step_locks_acquired_at_in, stepid, locks_acquired_at)
 
     async def setStepStateString(self, stepid: int, state_string: str) -> None:
         """Set the step's state string."""
-        ids = integers({"stepid": stepid})
-        await self._transact(set_step_state_string_in, ids["stepid"],
-                             text_arg("state_string", state_string))
+        stepid = params.check_int("stepid", stepid)
+        await self.transact(set_step_state_string_in, stepid,
+                            params.check_text("state_string", state_string))
 
     async def addStepURL(self, stepid: int, name: str, url: str) -> None:
         """Add a link to the step's URLs (once)."""
-        ids = integers({"stepid": stepid})
-        await self._transact(add_step_url_in, ids["stepid"], text_arg("name", name),
-                             text_arg("url", url))
+        stepid = params.check_int("stepid", stepid)
+        await self.transact(add_step_url_in, stepid, params.check_text("name", name),
+                            params.check_text("url", url))
 
     async def finishStep(self, stepid: int, results: int, hidden: bool) -> None:
         """Finish the step now with ``results``, ``hidden`` from the UI or not."""
-        ids = integers({"stepid": stepid, "results": results})
-        hide = params.boolean({"hidden": hidden}, "hidden", required=True)
-        await self._transact(finish_step_in, ids["stepid"], ids["results"], hide)
-
-    async def _transact(self, fn: Any, *args: Any) -> Any:
-        assert self.connector is not None, "not registered with a data connector"
-        return await self.connector.transact(fn, *args)
+        stepid = params.check_int("stepid", stepid)
+        results = params.check_int("results", results)
+        hide = params.check_bool("hidden", hidden)
+        await self.transact(finish_step_in, stepid, results, hide)
 
     def from_clause(self) -> sa.FromClause:
         return st

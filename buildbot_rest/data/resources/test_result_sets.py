@@ -14,9 +14,9 @@ from buildbot_rest.data import types as t
 from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType
 from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import SQLEndpoint
-from buildbot_rest.data.errors import Conflict, InvalidParams, NotFound
+from buildbot_rest.data.errors import Conflict, InvalidParams
 from buildbot_rest.data.resolve import BUILD_FORMS, STEP_FORMS, nested
-from buildbot_rest.data.transaction import Write
+from buildbot_rest.data.transaction import Write, no_row
 from buildbot_rest.db import schema as s
 
 trs = s.test_result_sets
@@ -150,60 +150,41 @@ class TestResultSet(ResourceType):
         """Add an incomplete test result set of a step; answers its id. NotFound if the
         builder, build or step does not exist; InvalidParams if the step is not of that
         build or the build not of that builder (their sets could not be read)."""
-        ids = {name: params.integer({name: value}, name, required=True)
-               for name, value in (("builderid", builderid), ("buildid", buildid),
-                                   ("stepid", stepid))}
-        values = {
-            "description": params.text({"description": description}, "description",
-                                       required=True),
-            "category": params.text({"category": category}, "category", required=True,
-                                    nullable=False),
-            "value_unit": params.text({"value_unit": value_unit}, "value_unit",
-                                      required=True, nullable=False),
-        }
-        assert self.connector is not None
-        setid: int = await self.connector.transact(add_test_result_set_in, **ids, **values)
-        return setid
+        return await self.transact(
+            add_test_result_set_in, builderid=params.check_int("builderid", builderid),
+            buildid=params.check_int("buildid", buildid),
+            stepid=params.check_int("stepid", stepid),
+            description=params.check_text("description", description, nullable=True),
+            category=params.check_text("category", category),
+            value_unit=params.check_text("value_unit", value_unit))
 
     async def completeTestResultSet(self, test_result_setid: int,
                                     tests_passed: int | None = None,
                                     tests_failed: int | None = None) -> None:
         """Mark a set complete, with its counts of passed and failed tests when given.
         NotFound if there is no such set, Conflict if it is already complete."""
-        setid = params.integer({"test_result_setid": test_result_setid},
-                               "test_result_setid", required=True)
-        counts = {name: params.integer({name: value}, name, nullable=True)
-                  for name, value in (("tests_passed", tests_passed),
-                                      ("tests_failed", tests_failed))}
-        assert self.connector is not None
-        await self.connector.transact(complete_test_result_set_in, setid, **counts)
-
-
-def _row(write: Write, table: sa.Table, ident: int, what: str,
-         *columns: sa.Column[Any]) -> sa.Row[Any]:
-    row = write.conn.execute(sa.select(*columns).where(table.c.id == ident)).first()
-    if row is None:
-        raise NotFound(f"no {what} {ident}")
-    return row
+        await self.transact(
+            complete_test_result_set_in,
+            params.check_int("test_result_setid", test_result_setid),
+            tests_passed=params.check_int("tests_passed", tests_passed, nullable=True),
+            tests_failed=params.check_int("tests_failed", tests_failed, nullable=True))
 
 
 def add_test_result_set_in(write: Write, *, builderid: int, buildid: int, stepid: int,
                            description: str | None, category: str, value_unit: str) -> int:
     """Insert a test result set (``complete=0``, no counts) and publish its ``new``
     event; answers its id. See :meth:`TestResultSet.addTestResultSet` for errors."""
-    _row(write, s.builders, builderid, "builder", s.builders.c.id)
-    build = _row(write, s.builds, buildid, "build", s.builds.c.builderid)
-    step = _row(write, s.steps, stepid, "step", s.steps.c.buildid)
+    write.require(s.builders, builderid, "builder", "builderid")
+    build = write.require(s.builds, buildid, "build", "buildid", s.builds.c.builderid)
+    step = write.require(s.steps, stepid, "step", "stepid", s.steps.c.buildid)
     if build.builderid != builderid:
         raise InvalidParams({"buildid": f"build {buildid} is not a build of builder "
                                         f"{builderid}"})
     if step.buildid != buildid:
         raise InvalidParams({"stepid": f"step {stepid} is not a step of build {buildid}"})
-    key = write.conn.execute(trs.insert().values(
-        builderid=builderid, buildid=buildid, stepid=stepid, description=description,
-        category=category, value_unit=value_unit, complete=0)).inserted_primary_key
-    assert key is not None
-    setid = int(key[0])
+    setid = write.insert(trs, builderid=builderid, buildid=buildid, stepid=stepid,
+                         description=description, category=category,
+                         value_unit=value_unit, complete=0)
     write.emit_entity("test_result_set", "new", setid)
     return setid
 
@@ -221,7 +202,7 @@ def complete_test_result_set_in(write: Write, setid: int, *, tests_passed: int |
                               .where(trs.c.id == setid, trs.c.complete == 0))
     if done.rowcount == 0:
         if write.entity("test_result_set", setid) is None:
-            raise NotFound(f"no test result set {setid}")
+            raise no_row("test result set", "test_result_setid", setid)
         raise Conflict(f"test result set {setid} is already complete")
     write.emit_entity("test_result_set", "completed", setid)
 

@@ -4,7 +4,7 @@ paths; their update method ``addTestResults``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +14,7 @@ from buildbot_rest.data import params
 from buildbot_rest.data import types as t
 from buildbot_rest.data.base import EventKey, Field, ResourceType, chunked
 from buildbot_rest.data.endpoint import SQLEndpoint
-from buildbot_rest.data.errors import InvalidParams, NotFound
+from buildbot_rest.data.errors import InvalidParams
 from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
 
@@ -33,12 +33,9 @@ def _result_values(result_values: Any) -> tuple[list[dict[str, Any]], int]:
     """The results as rows to insert (names and code paths still as text), and how many
     durations were clamped to fit the column (COMPAT 34). InvalidParams naming the first
     bad one."""
-    if isinstance(result_values, (str, bytes, Mapping)) or not isinstance(
-            result_values, Iterable):
-        raise InvalidParams({"result_values": "must be a list of objects"})
     rows = []
     clamped = 0
-    for i, value in enumerate(result_values):
+    for i, value in enumerate(params.check_list("result_values", result_values, "objects")):
         where = f"result_values[{i}]"
         if not isinstance(value, Mapping):
             raise InvalidParams({where: "must be an object"})
@@ -64,9 +61,7 @@ def _result_row(value: Mapping[str, Any]) -> dict[str, Any] | None:
     path = params.text(value, "test_code_path", nullable=True)
     if name is None and path is None:
         return None
-    line = params.integer(value, "line", nullable=True)
-    if line is not None and not INT32_MIN <= line <= INT32_MAX:
-        raise InvalidParams({"line": "is out of range"})
+    line = params.check_int("line", value.get("line"), bits=32, nullable=True)
     duration = value.get("duration_ns")
     if isinstance(duration, float) and duration.is_integer():
         duration = int(duration)
@@ -106,15 +101,10 @@ def add_test_results_in(write: Write, builderid: int, setid: int,
     b = s.builders
     # Concurrent writers of one builder's names take turns (PostgreSQL, MySQL; SQLite
     # writers always do): nothing unique in the schema would stop a name stored twice.
-    locked = write.conn.execute(sa.select(b.c.id).where(b.c.id == builderid)
-                                .with_for_update(key_share=True)).first()
-    if locked is None:
-        raise NotFound(f"no builder {builderid}")
+    write.require(b, builderid, "builder", "builderid", lock=True, key_share=True)
     trs = s.test_result_sets
-    set_builder = write.conn.execute(
-        sa.select(trs.c.builderid).where(trs.c.id == setid)).first()
-    if set_builder is None:
-        raise NotFound(f"no test result set {setid}")
+    set_builder = write.require(trs, setid, "test result set", "test_result_setid",
+                                trs.c.builderid)
     if set_builder[0] != builderid:
         raise InvalidParams({"builderid": f"test result set {setid} is of builder "
                                           f"{set_builder[0]}"})
@@ -170,12 +160,10 @@ class TestResult(ResourceType):
         (a string), ``test_name`` and/or ``test_code_path``, and optionally ``line`` and
         ``duration_ns``. A duration beyond the 32-bit column is stored as its largest
         value (logged once per call). NotFound if the builder or set does not exist."""
-        builderid = params.integer({"builderid": builderid}, "builderid", required=True)
-        setid = params.integer({"test_result_setid": test_result_setid},
-                               "test_result_setid", required=True)
+        builderid = params.check_int("builderid", builderid)
+        setid = params.check_int("test_result_setid", test_result_setid)
         rows, clamped = _result_values(result_values)
-        assert self.connector is not None
-        await self.connector.transact(add_test_results_in, builderid, setid, rows)
+        await self.transact(add_test_results_in, builderid, setid, rows)
         if clamped:
             _log.warn("{count} test duration(s) of test result set {setid} did not fit "
                       "the 32-bit duration_ns column: stored as its limit ({limit})",

@@ -17,13 +17,8 @@ from buildbot_rest.data import types as t
 from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType, chunked
 from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import SQLEndpoint
-from buildbot_rest.data.errors import InvalidParams, NotFound
-from buildbot_rest.data.resources.masters import (
-    argument,
-    find_or_create_in,
-    require_master_in,
-)
-from buildbot_rest.data.transaction import Write
+from buildbot_rest.data.errors import InvalidParams
+from buildbot_rest.data.transaction import Write, no_row
 from buildbot_rest.db import schema as s
 
 w = s.workers
@@ -151,11 +146,6 @@ class Worker(ResourceType):
 
     # -- writes, in a transaction ------------------------------------------------------
 
-    def require_in(self, write: Write, workerid: int) -> None:
-        """NotFound unless worker ``workerid`` exists."""
-        if write.conn.execute(sa.select(w.c.id).where(w.c.id == workerid)).first() is None:
-            raise NotFound(f"no worker with workerid {workerid}")
-
     def held_in(self, write: Write, workerid: int) -> bool:
         """Whether an active master has the worker: connected to it, or configured on
         one of the builders it serves (that master consumes the worker's control
@@ -229,7 +219,7 @@ class Worker(ResourceType):
                      workerinfo: Mapping[str, Any]) -> None:
         """The worker is connected to master ``masterid`` and says ``workerinfo``."""
         link = [conn_w.c.workerid == workerid, conn_w.c.masterid == masterid]
-        find_or_create_in(write, conn_w, link, {"workerid": workerid, "masterid": masterid})
+        write.find_or_create(conn_w, link, {"workerid": workerid, "masterid": masterid})
         write.conn.execute(w.update().where(w.c.id == workerid)
                            .values(info=json.dumps(dict(workerinfo))))
         write.emit_entity("worker", "connected", workerid)
@@ -239,49 +229,45 @@ class Worker(ResourceType):
     async def findWorkerId(self, name: str) -> int:
         """The id of the worker named ``name`` (an identifier of at most 50 characters),
         created (not paused, not graceful, empty info) if there is none."""
-        argument(params.text, "name", name, nullable=False)
+        params.check_text("name", name)
         if len(name) > 50 or not IDENTIFIER.fullmatch(name):
             raise InvalidParams({"name": f"worker name {name!r} is not a 50-character "
                                          "identifier"})
 
         def find(write: Write) -> int:
-            workerid, _ = find_or_create_in(
-                write, w, [w.c.name == name],
+            workerid, _ = write.find_or_create(
+                w, [w.c.name == name],
                 {"name": name, "info": "{}", "paused": 0, "pause_reason": None,
                  "graceful": 0})
             assert workerid is not None
             return workerid
 
-        assert self.connector is not None
-        workerid: int = await self.connector.transact(find)
-        return workerid
+        return await self.transact(find)
 
     async def workerConfigured(self, workerid: int, masterid: int,
                                builderids: list[int]) -> None:
         """Worker ``workerid`` is configured on master ``masterid`` for the builders
         ``builderids`` (those the master serves; no event, as upstream). NotFound for
         a missing worker or master."""
-        argument(params.integer, "workerid", workerid)
-        argument(params.integer, "masterid", masterid)
-        if not isinstance(builderids, (list, tuple, set, frozenset)):
-            raise InvalidParams({"builderids": "must be a list of builder ids"})
+        params.check_int("workerid", workerid)
+        params.check_int("masterid", masterid)
+        builderids = params.check_list("builderids", builderids, "builder ids")
         for builderid in builderids:
-            argument(params.integer, "builderids", builderid)
+            params.check_int("builderids", builderid)
 
         def configure(write: Write) -> None:
-            self.require_in(write, workerid)
-            require_master_in(write, masterid)
-            self.configured_in(write, workerid, masterid, list(builderids))
+            write.require(w, workerid, "worker", "workerid")
+            write.require(s.masters, masterid, "master", "masterid")
+            self.configured_in(write, workerid, masterid, builderids)
 
-        assert self.connector is not None
-        await self.connector.transact(configure)
+        await self.transact(configure)
 
     async def workerConnected(self, workerid: int, masterid: int,
                               workerinfo: Mapping[str, Any]) -> None:
         """Worker ``workerid`` connected to master ``masterid``, telling ``workerinfo``
         (a JSON object, stored as the worker's info): ``workers/<id>/connected``."""
-        argument(params.integer, "workerid", workerid)
-        argument(params.integer, "masterid", masterid)
+        params.check_int("workerid", workerid)
+        params.check_int("masterid", masterid)
         if not isinstance(workerinfo, Mapping):
             raise InvalidParams({"workerinfo": "must be a JSON object"})
         try:
@@ -290,27 +276,25 @@ class Worker(ResourceType):
             raise InvalidParams({"workerinfo": f"must be a JSON object: {e}"}) from None
 
         def connect(write: Write) -> None:
-            self.require_in(write, workerid)
-            require_master_in(write, masterid)
+            write.require(w, workerid, "worker", "workerid")
+            write.require(s.masters, masterid, "master", "masterid")
             self.connected_in(write, workerid, masterid, workerinfo)
 
-        assert self.connector is not None
-        await self.connector.transact(connect)
+        await self.transact(connect)
 
     async def workerDisconnected(self, workerid: int, masterid: int) -> None:
         """Worker ``workerid`` is no longer connected to master ``masterid``:
         ``workers/<id>/disconnected``."""
-        argument(params.integer, "workerid", workerid)
-        argument(params.integer, "masterid", masterid)
+        params.check_int("workerid", workerid)
+        params.check_int("masterid", masterid)
 
         def disconnect(write: Write) -> None:
-            self.require_in(write, workerid)
+            write.require(w, workerid, "worker", "workerid")
             write.conn.execute(conn_w.delete().where(conn_w.c.workerid == workerid,
                                                      conn_w.c.masterid == masterid))
             write.emit_entity("worker", "disconnected", workerid)
 
-        assert self.connector is not None
-        await self.connector.transact(disconnect)
+        await self.transact(disconnect)
 
     async def workerMissing(self, workerid: int, masterid: int,
                             last_connection: Any, notify: Any) -> None:
@@ -318,58 +302,54 @@ class Worker(ResourceType):
         ``workers/<id>/missing``, whose message is the worker with upstream's two more
         keys, ``last_connection`` and ``notify`` (as given: upstream's master gives the
         time as text, and the addresses to notify)."""
-        argument(params.integer, "workerid", workerid)
-        argument(params.integer, "masterid", masterid)
+        params.check_int("workerid", workerid)
+        params.check_int("masterid", masterid)
 
         def missing(write: Write) -> None:
             worker = write.entity("worker", workerid)
             if worker is None:
-                raise NotFound(f"no worker with workerid {workerid}")
+                raise no_row("worker", "workerid", workerid)
             worker["last_connection"] = last_connection
             worker["notify"] = notify
             write.emit("worker", "missing", worker)
 
-        assert self.connector is not None
-        await self.connector.transact(missing)
+        await self.transact(missing)
 
     async def set_worker_paused(self, workerid: int, paused: bool,
                                 pause_reason: str | None = None) -> None:
         """Pause or unpause worker ``workerid`` (with a reason, or none):
         ``workers/<id>/state_updated``."""
-        argument(params.integer, "workerid", workerid)
-        argument(params.boolean, "paused", paused)
-        argument(params.text, "pause_reason", pause_reason)
+        params.check_int("workerid", workerid)
+        params.check_bool("paused", paused)
+        params.check_text("pause_reason", pause_reason, nullable=True)
 
         def pause(write: Write) -> None:
-            self.require_in(write, workerid)
+            write.require(w, workerid, "worker", "workerid")
             self.set_paused_in(write, workerid, paused, pause_reason)
 
-        assert self.connector is not None
-        await self.connector.transact(pause)
+        await self.transact(pause)
 
     async def set_worker_graceful(self, workerid: int, graceful: bool) -> None:
         """Whether worker ``workerid`` shuts down once idle:
         ``workers/<id>/state_updated``."""
-        argument(params.integer, "workerid", workerid)
-        argument(params.boolean, "graceful", graceful)
+        params.check_int("workerid", workerid)
+        params.check_bool("graceful", graceful)
 
         def set_graceful(write: Write) -> None:
-            self.require_in(write, workerid)
+            write.require(w, workerid, "worker", "workerid")
             self.set_graceful_in(write, workerid, graceful)
 
-        assert self.connector is not None
-        await self.connector.transact(set_graceful)
+        await self.transact(set_graceful)
 
     async def deconfigureAllWorkersForMaster(self, masterid: int) -> None:
         """No worker is configured on master ``masterid`` any more (no event)."""
-        argument(params.integer, "masterid", masterid)
+        params.check_int("masterid", masterid)
 
         def deconfigure(write: Write) -> None:
-            require_master_in(write, masterid)
+            write.require(s.masters, masterid, "master", "masterid")
             self.deconfigure_all_in(write, masterid)
 
-        assert self.connector is not None
-        await self.connector.transact(deconfigure)
+        await self.transact(deconfigure)
 
     def complete(self, conn: sa.Connection, items: list[dict[str, Any]], spec: Any,
                  ctx: Any) -> None:
