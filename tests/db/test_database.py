@@ -392,10 +392,28 @@ class LockHolder:
         self.thread.join()
 
 
-def insert_impatiently(conn: sa.Connection) -> None:
-    # A short busy timeout turns a held lock into "database is locked" at once.
-    conn.exec_driver_sql("PRAGMA busy_timeout=20")
+def insert_scratch(conn: sa.Connection) -> None:
     conn.execute(scratch_table().insert().values(x=1))
+
+
+def impatient_writes(db: Database, on_begin: Callable[[], None]) -> Callable[[], None]:
+    """Make ``db``'s connections meet a held lock with "database is locked" at once (a
+    short busy timeout), and call ``on_begin`` as each attempt of a write starts, before
+    its ``BEGIN IMMEDIATE`` meets the lock. Answers the function that undoes both."""
+    def connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("PRAGMA busy_timeout=20")
+
+    def engine_connect(_conn: sa.Connection) -> None:
+        on_begin()  # (each attempt takes a connection, then begins)
+
+    sa.event.listen(db.engine, "connect", connect)
+    sa.event.listen(db.engine, "engine_connect", engine_connect)
+    db.engine.dispose()  # pooled connections have the long timeout
+
+    def undo() -> None:
+        sa.event.remove(db.engine, "connect", connect)
+        sa.event.remove(db.engine, "engine_connect", engine_connect)
+    return undo
 
 
 @pytest.fixture
@@ -422,14 +440,18 @@ async def test_locked_sqlite_is_retried(sqlite_db: Database,
     assert path
     attempts: list[bool] = []
 
-    def insert(conn: sa.Connection) -> None:
+    def attempt() -> None:
+        # (a write takes the lock at BEGIN: that is where it meets it)
         attempts.append(lock.held)
         if len(attempts) == 3:
             lock.free()  # the other process lets go while we retry
-        insert_impatiently(conn)
 
     with LockHolder(path) as lock:
-        await sqlite_db.pool.do_in_transaction(insert)
+        undo = impatient_writes(sqlite_db, attempt)
+        try:
+            await sqlite_db.pool.do_in_transaction(insert_scratch)
+        finally:
+            undo()
 
     # it met the lock twice, retrying after each, and the third attempt went through
     assert attempts == [True, True, True]
@@ -447,13 +469,13 @@ async def test_sqlite_locked_too_long_is_unavailable(sqlite_db: Database,
     assert path
     attempts: list[bool] = []
 
-    def insert(conn: sa.Connection) -> None:
-        attempts.append(lock.held)
-        insert_impatiently(conn)
-
     with LockHolder(path) as lock:  # held until the pool gives up
-        with pytest.raises(DatabaseUnavailable) as info:
-            await sqlite_db.pool.do_in_transaction(insert)
+        undo = impatient_writes(sqlite_db, lambda: attempts.append(lock.held))
+        try:
+            with pytest.raises(DatabaseUnavailable) as info:
+                await sqlite_db.pool.do_in_transaction(insert_scratch)
+        finally:
+            undo()
         assert lock.held
     assert "database is locked" in str(info.value)
     # every attempt met the lock; it retried after each but the last, and gave up within
