@@ -13,7 +13,6 @@ import sys
 from twisted.internet import defer, task
 
 from buildbot_rest.config import Config
-from buildbot_rest.data.resources.masters import find_or_create_master_in
 from buildbot_rest.service import RestService
 
 MASTER_NAME = "record-example"
@@ -40,7 +39,7 @@ async def record(rest):
     # This program's masters row (found by name, or created inactive), then its
     # heartbeat. data.masterid tells the update methods which master acts: claims and
     # builds are this master's.
-    masterid = await data.transact(find_or_create_master_in, MASTER_NAME)
+    masterid = await updates.findMasterId(MASTER_NAME)
     data.masterid = masterid
 
     # Events are published once each write has committed, before its call returns.

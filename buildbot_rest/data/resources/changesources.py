@@ -13,7 +13,11 @@ from buildbot_rest.data import params
 from buildbot_rest.data import types as t
 from buildbot_rest.data.base import Field, Kind, ResourceType
 from buildbot_rest.data.endpoint import SQLEndpoint
-from buildbot_rest.data.resources.schedulers import MASTER_ENTITY, embed_masters
+from buildbot_rest.data.resources.schedulers import (
+    MASTER_ENTITY,
+    embed_masters,
+    try_set_master_in,
+)
 from buildbot_rest.data.transaction import Write
 from buildbot_rest.db import schema as s
 
@@ -82,26 +86,11 @@ class ChangeSource(ResourceType):
 
     async def trySetChangeSourceMaster(self, changesourceid: int,
                                        masterid: int | None) -> bool:
-        """Claim change source ``changesourceid`` for master ``masterid``: True if
-        this master runs it now, False if a master (this one included, as upstream)
-        already did. ``masterid`` None releases it (True). NotFound for a missing change
-        source or master."""
-        params.check_int("changesourceid", changesourceid)
-        params.check_int("masterid", masterid, nullable=True)
-
-        def claim(write: Write) -> bool:
-            write.require(cs, changesourceid, "change source", "changesourceid")
-            if masterid is None:
-                write.conn.execute(csm.delete().where(csm.c.changesourceid == changesourceid))
-                return True
-            write.require(s.masters, masterid, "master", "masterid")
-            _, created = write.find_or_create(
-                csm, [csm.c.changesourceid == changesourceid],
-                {"changesourceid": changesourceid, "masterid": masterid},
-                id_column=csm.c.changesourceid)
-            return created
-
-        return await self.transact(claim)
+        """Master ``masterid`` runs change source ``changesourceid`` (see
+        :func:`~buildbot_rest.data.resources.schedulers.try_set_master_in`): True if it
+        does now, False if a master already did; None releases it."""
+        return await self.transact(try_set_master_in, cs, csm, "changesourceid",
+                                   changesourceid, masterid, "change source")
 
 
 RESOURCE_TYPES = (ChangeSource,)

@@ -82,7 +82,7 @@ class Master(ResourceType):
     )
     key = ("masterid",)
     endpoints = (MasterEndpoint, MastersEndpoint)
-    updates = ("masterActive", "masterStopped", "expireMasters")
+    updates = ("findMasterId", "masterActive", "masterStopped", "expireMasters")
     events = (EventKey(("masters", "{masterid}")),)
 
     def from_clause(self) -> sa.FromClause:
@@ -190,6 +190,13 @@ class Master(ResourceType):
                 self.connector.produce(key, message)
 
     # -- update methods ----------------------------------------------------------------
+
+    async def findMasterId(self, name: str) -> int:
+        """The id of the master named ``name``, its row created (inactive) if there is
+        none. Upstream offers this in its database layer only (``db.masters``); a
+        program that embeds the server needs it to become a master."""
+        params.check_text("name", name, column=m.c.name)
+        return await self.transact(find_or_create_master_in, name)
 
     async def masterActive(self, name: str, masterid: int) -> None:
         """The master is alive (upstream's heartbeat): ``active`` set, ``last_active``

@@ -42,6 +42,26 @@ def embed_masters(conn: sa.Connection, ctx: Any, items: list[dict[str, Any]]) ->
         item["master"] = dict(master) if master is not None else None
 
 
+def try_set_master_in(write: Write, table: sa.Table, link: sa.Table, link_key: str,
+                      ident: int, masterid: int | None, what: str) -> bool:
+    """Upstream's ``trySet<Scheduler|ChangeSource>Master``: master ``masterid`` runs
+    the scheduler or change source ``ident`` (of ``table``; ``link`` is its
+    ``*_masters`` table, whose ``link_key`` column names it). True if it does now, False
+    if a master already did (this one included, as upstream); ``masterid`` None
+    releases it (True). NotFound for a missing one or a missing master."""
+    params.check_int(link_key, ident)
+    params.check_int("masterid", masterid, nullable=True)
+    write.require(table, ident, what, link_key)
+    if masterid is None:
+        write.conn.execute(link.delete().where(link.c[link_key] == ident))
+        return True
+    write.require(s.masters, masterid, "master", "masterid")
+    _, created = write.find_or_create(link, [link.c[link_key] == ident],
+                                      {link_key: ident, "masterid": masterid},
+                                      id_column=link.c[link_key])
+    return created
+
+
 class SchedulerEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
     patterns = (
@@ -114,7 +134,7 @@ class Scheduler(ResourceType):
     extra_columns = (sm.c.masterid.label("_masterid"),)
     endpoints = (SchedulerEndpoint, SchedulersEndpoint)
     actions = ("enable", "force")
-    updates = ("schedulerEnable",)
+    updates = ("schedulerEnable", "findSchedulerId", "trySetSchedulerMaster")
     events = (EventKey(("schedulers", "{schedulerid}")),)
 
     def set_enabled(self, write: Write, schedulerid: int, enabled: bool) -> None:
@@ -124,13 +144,29 @@ class Scheduler(ResourceType):
         write.emit_entity("scheduler", "updated", schedulerid)
 
     async def schedulerEnable(self, schedulerid: int, v: bool) -> None:
-        """Enable or disable a scheduler (upstream's update method): 404 if none."""
+        """Enable or disable a scheduler (upstream's update method); NotFound if there
+        is none. A master running it reacts to the ``updated`` event."""
+        params.check_int("schedulerid", schedulerid)
+        params.check_bool("v", v)
+
         def enable(write: Write) -> None:
-            if write.entity("scheduler", schedulerid) is None:
-                raise write.ctx.not_found()
+            write.require(sch, schedulerid, "scheduler", "schedulerid")
             self.set_enabled(write, schedulerid, v)
 
         await self.transact(enable)
+
+    async def findSchedulerId(self, name: str) -> int:
+        """The id of the scheduler named ``name``, its row created if there is none
+        (upstream's, by ``name_hash``)."""
+        params.check_text("name", name, column=sch.c.name)
+        return await self.transact(lambda write: write.find_or_create_named(sch, name))
+
+    async def trySetSchedulerMaster(self, schedulerid: int, masterid: int | None) -> bool:
+        """Master ``masterid`` runs scheduler ``schedulerid`` (see
+        :func:`try_set_master_in`): True if it does now, False if a master already did;
+        None releases it."""
+        return await self.transact(try_set_master_in, sch, sm, "schedulerid", schedulerid,
+                                   masterid, "scheduler")
 
     def from_clause(self) -> sa.FromClause:
         return sch.outerjoin(sm, sm.c.schedulerid == sch.c.id)
