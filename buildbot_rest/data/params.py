@@ -132,6 +132,18 @@ def check_epoch(name: str, value: Any, default: int) -> int:
     return int(check_int(name, value, bits=32))
 
 
+#: the reason of a control message when the call gives none (upstream's)
+NO_REASON = "no reason"
+
+
+def reason(params_: Mapping[str, Any]) -> str:
+    """The ``reason`` of a control action (stop, cancel, a worker action): the string
+    given, kept as it is (even empty, as upstream), or ``"no reason"`` when there is
+    none or it is null. InvalidParams for anything but a string."""
+    given = text(params_, "reason")
+    return NO_REASON if given is None else str(given)
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"

@@ -17,6 +17,7 @@ from buildbot_rest.data.base import EventKey, Field, Kind, ResourceType, chunked
 from buildbot_rest.data.context import Context
 from buildbot_rest.data.endpoint import SQLEndpoint
 from buildbot_rest.data.errors import Conflict, InvalidParams
+from buildbot_rest.data.resources.builds import cancel_build_in, master_is_active
 from buildbot_rest.data.resources.buildsets import add_buildset_in, maybe_buildset_complete_in
 from buildbot_rest.data.resources.masters import find_or_create_master_in
 from buildbot_rest.data.resources.properties import load_buildset_properties
@@ -39,6 +40,14 @@ CANCELLED = 6
 OWN_MASTER_NAME = "buildbot_rest"
 
 
+def cancelled_in(write: Write, brid: int) -> None:
+    """Upstream's ``buildrequests/<id>/cancel`` event, once a request is cancelled
+    (with the request as its message: upstream's cannot be serialised, and is null)."""
+    done = write.entity("buildrequest", brid)
+    assert done is not None
+    write.produce(("buildrequests", str(brid), "cancel"), done)
+
+
 class BuildRequestEndpoint(SQLEndpoint):
     kind = Kind.SINGLE
     patterns = ("/buildrequests/n:buildrequestid",)
@@ -52,11 +61,14 @@ class BuildRequestEndpoint(SQLEndpoint):
         """``cancel`` with an optional ``params.reason``. A waiting request is claimed
         in the server's name and completed as CANCELLED at once (events ``claimed``,
         ``complete``, the buildset's ``complete`` if it was the last, then
-        ``buildrequests/<id>/cancel`` with the request); a claimed one is left to the
-        master holding it, through ``control/buildrequests/<id>/cancel`` with
-        ``{"reason"}``. A complete request is left as it is (as upstream, whose master
-        finds nothing to cancel). Result: null."""
-        reason = params.text(params_, "reason") or "no reason"
+        ``buildrequests/<id>/cancel`` with the request); one claimed by an active master
+        is left to that master, through ``control/buildrequests/<id>/cancel`` with
+        ``{"reason"}``; one claimed by a master that is not active (nobody would act on
+        the message) is done here as its master would: its unfinished builds stopped
+        (:func:`~buildbot_rest.data.resources.builds.cancel_build_in`), the request
+        completed CANCELLED. A complete request is left as it is (as upstream, whose
+        master finds nothing to cancel). Result: null."""
+        reason = params.reason(params_)
 
         def cancel(write: Write) -> None:
             entity = self.entity_in(write.conn, ctx, kwargs)
@@ -67,13 +79,22 @@ class BuildRequestEndpoint(SQLEndpoint):
                 try:
                     claim_in(write, [brid])
                 except Conflict:
-                    pass  # a master claimed it meanwhile: ask it, below
+                    # a master claimed it meanwhile: ask it, below
+                    entity = self.entity_in(write.conn, ctx, kwargs)
                 else:
                     complete_in(write, [brid], CANCELLED)
-                    done = write.entity("buildrequest", brid)
-                    assert done is not None
-                    write.produce(("buildrequests", str(brid), "cancel"), done)
+                    cancelled_in(write, brid)
                     return
+            if not master_is_active(write, entity["claimed_by_masterid"]):
+                running = write.conn.execute(
+                    sa.select(s.builds.c.id).where(s.builds.c.buildrequestid == brid,
+                                                   s.builds.c.complete_at.is_(None))
+                    .order_by(s.builds.c.id)).scalars().all()
+                for buildid in running:
+                    cancel_build_in(write, buildid, reason)
+                complete_in(write, [brid], CANCELLED)
+                cancelled_in(write, brid)
+                return
             write.produce(("control", "buildrequests", str(brid), "cancel"),
                           {"reason": reason})
 

@@ -160,9 +160,7 @@ class BuildEndpoint(SQLEndpoint):
         ``{reason}`` for that master to act on. A running build whose master is not
         active (nobody would act): finished CANCELLED in the database
         (:func:`cancel_build_in`). A finished build: nothing. Result: null."""
-        reason = params.text(params_, "reason", default="no reason")
-        if reason is None:
-            reason = "no reason"
+        reason = params.reason(params_)
 
         def stop(write: Write) -> None:
             buildid = self.entity_in(write.conn, ctx, kwargs)["buildid"]

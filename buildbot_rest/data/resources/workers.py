@@ -87,7 +87,7 @@ class WorkerEndpoint(SQLEndpoint):
         that master's to act: upstream's ``control/worker/<id>/<action>`` message, with
         the reason (``"no reason"`` if none). Otherwise no master would act on it, and
         the state is set in the database directly (COMPAT "Also")."""
-        reason = params.text(params_, "reason")
+        reason = params.reason(params_)
         rtype: Worker = self.rtype  # type: ignore[assignment]
 
         def act(write: Write) -> int | None:
@@ -100,7 +100,7 @@ class WorkerEndpoint(SQLEndpoint):
         held = await ctx.connector.transact(act, user=ctx.user)
         if held is not None:
             ctx.connector.produce(("control", "worker", str(held), action),
-                                  {"reason": reason if reason is not None else "no reason"})
+                                  {"reason": reason})
 
 
 class WorkersEndpoint(SQLEndpoint):
@@ -162,15 +162,14 @@ class Worker(ResourceType):
                                                    sa.exists(configured_on)))).scalar()
         return bool(held)
 
-    def act_in(self, write: Write, workerid: int, action: str, reason: str | None) -> None:
+    def act_in(self, write: Write, workerid: int, action: str, reason: str) -> None:
         """A control action on a worker no active master has, done in the database:
         ``pause`` and ``unpause`` set ``paused`` and ``pause_reason`` (the reason, or
         ``"no reason"``, as the master would store the message's), ``stop`` sets
         ``graceful``, each with ``state_updated``; ``kill`` removes what is left of its
         connections (to inactive masters), with ``disconnected`` if there was any."""
         if action == "pause":
-            self.set_paused_in(write, workerid, True,
-                               reason if reason is not None else "no reason")
+            self.set_paused_in(write, workerid, True, reason)
         elif action == "unpause":
             self.set_paused_in(write, workerid, False, None)
         elif action == "stop":
