@@ -230,7 +230,7 @@ RPC_RULES = {r.name: r for r in [
     Rule("force-on-scheduler-id", "COMPAT.md Also: the seed document's control example",
          "force on /schedulers/<id> of a force scheduler works here (upstream: 200 null, "
          "nothing done)"),
-    Rule("cancel-claims-as-own-master", "issue 11: buildrequests cancel",
+    Rule("cancel-claims-as-own-master", "compatibility.rst: cancel of a waiting build request",
          "an unclaimed request is claimed and completed CANCELLED as upstream's master "
          "does, but the claim names our server's masters row"),
     Rule("control-message-only", "the test's environment: two message buses",
@@ -240,13 +240,13 @@ RPC_RULES = {r.name: r for r in [
     Rule("missing-entity-404", "compatibility.rst No 500 for bad input (#4)",
          "a missing entity is 404 (upstream: 200 null, having published a control "
          "message or written a row that names nothing)"),
-    Rule("builderid-among-builders", "D's compat draft: builderid must be one of the "
-         "scheduler's builders", "upstream forces any builder named by builderid; ours "
+    Rule("builderid-among-builders", "compatibility.rst: force checks (builderid must be one "
+         "of the scheduler's builders)", "upstream forces any builder named by builderid; ours "
          "refuses one the scheduler does not have (400)"),
     Rule("singular-alias", "COMPAT.md Also: singular collection names are aliases",
          "POST /build/<id> works (upstream: 404 Invalid path)"),
-    Rule("complete-request-409", "B's compat draft: cancel/set_priority of a complete "
-         "request", "409 (upstream: null for cancel, 500 for set_priority)"),
+    Rule("complete-request-409", "compatibility.rst: set_priority of a complete request",
+         "409 (upstream: 500)"),
 ]}
 
 
@@ -617,8 +617,7 @@ def rpc_cases(f: dict[str, Any]) -> list[RpcCase]:
                 rules=("cancel-claims-as-own-master",), ours=(200, None),
                 check=_claimed_by_own_master),
         RpcCase("cancel a complete request", f"buildrequests/{f['complete_br']}",
-                call("cancel"), settle=True, rules=("complete-request-409",),
-                ours=(409, None)),
+                call("cancel"), settle=True),
         RpcCase("cancel a missing request", "buildrequests/999999", call("cancel"),
                 settle=True, rules=("missing-entity-404",), ours=(404, -32600)),
         RpcCase("Cancel (case)", f"buildrequests/{f['claimed_br']}", call("Cancel"),
@@ -1218,10 +1217,10 @@ def run_upstream_updates(venv: Path, url: str, calls: list[dict[str, Any]],
 
 
 UPDATE_RULES = {r.name: r for r in [
-    Rule("error-not-crash", "CONVENTIONS: bad arguments raise the data API's errors",
+    Rule("error-not-crash", "compatibility.rst: Update methods, clean errors",
          "upstream fails with a database error (or none); ours raises a data API error "
          "and writes nothing"),
-    Rule("refuses-bad-arguments", "CONVENTIONS: bad arguments from an embedding program",
+    Rule("refuses-bad-arguments", "compatibility.rst: Update methods, clean errors",
          "upstream writes what it is given (no foreign key check on SQLite, nothing "
          "found to update) or fails deep inside; ours refuses with a data API error "
          "(NotFound, InvalidParams, BadRequest) and writes nothing"),
@@ -1237,6 +1236,10 @@ UPDATE_RULES = {r.name: r for r in [
          "waiting", "the same events, in another order where upstream's is not defined"),
     Rule("property-name-key", "properties.py setBuildProperty (upstream bug)",
          "setBuildProperty's message names the property (upstream: the key \"name\")"),
+    Rule("released-claims-announced", "masters.py finish_builds",
+         "a stopped master's claims are given up with an unclaimed event each, so that "
+         "clients see the requests waiting again (upstream deletes them silently, and "
+         "only when the master stopped is its own)"),
 ]}
 
 
@@ -1290,6 +1293,14 @@ def judge_update(i: int, c: dict[str, Any], up: dict[str, Any], me: dict[str, An
             and sorted(up_ev) == sorted(my_ev) and c["method"] == "addBuildset"):
         v.verdict, v.rules = "deviation", ["event-order"]
         return v
+    if (c["method"] in ("masterStopped", "expireMasters") and same_result and same_error
+            and up_diff == our_diff and up_ev != my_ev):
+        unclaimed = [e for e in me["events"] if str(e[0]).endswith("/unclaimed")]
+        rest = [e for e in me["events"] if not str(e[0]).endswith("/unclaimed")]
+        released = (our_diff.get("buildrequest_claims") or {}).get("removed")
+        if unclaimed and released and _canon_events(rest) == up_ev:
+            v.verdict, v.rules = "deviation", ["released-claims-announced"]
+            return v
     if (c["method"] == "setBuildProperty" and same_result and same_error
             and up_diff == our_diff and len(up_ev) == len(my_ev) == 1):
         (k1, m1), (k2, m2) = up["events"][0], me["events"][0]

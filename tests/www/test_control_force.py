@@ -333,3 +333,23 @@ async def test_missing_and_unknown(server: Any) -> None:
     error = await _refused(api, f"schedulers/{other}", "force", {})
     assert error["code"] == -32602
     assert "is not a force scheduler of this server's configuration" in error["message"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_enabled_is_the_scheduler_rows(
+        server: tuple[Api, dict[str, int]]) -> None:
+    # as upstream's master reads it: enable on the schedulers row shows in GET
+    api, ids = server
+    name = "simple"
+    schedulerid = ids[name]
+    try:
+        for enabled in (False, True):
+            reply = await api.rpc(f"schedulers/{schedulerid}", "enable",
+                                     {"enabled": enabled})
+            assert reply.code == 200
+            one = (await api.get(f"forceschedulers/{name}")).json["forceschedulers"][0]
+            every = (await api.get("forceschedulers")).json["forceschedulers"]
+            assert one["enabled"] is enabled
+            assert [e["enabled"] for e in every if e["name"] == name] == [enabled]
+    finally:
+        await api.rpc(f"schedulers/{schedulerid}", "enable", {"enabled": True})

@@ -25,6 +25,7 @@ from buildbot_rest.data.resources.sourcestamps import find_or_create_sourcestamp
 from buildbot_rest.data.resultspec import ResultSpec
 from buildbot_rest.data.transaction import Write, find_or_create_named
 from buildbot_rest.db import schema as s
+from buildbot_rest.db.hashes import name_hash
 
 #: the keys of an entity (a configuration entry may hold more: ``reason_string``)
 _ENTITY_KEYS = ("name", "button_name", "label", "builder_names", "enabled", "all_fields")
@@ -85,15 +86,16 @@ def find_configured(ctx: Context, name: str) -> Mapping[str, Any] | None:
 def sync_scheduler_rows(conn: sa.Connection, entries: Sequence[Mapping[str, Any]]
                         ) -> dict[str, int]:
     """Find or create the ``schedulers`` row of each configured force scheduler, by name,
-    as upstream's master does (``findSchedulerId``: ``name_hash``, and ``enabled`` left to
-    its default). Answers ``{name: schedulerid}``. A concurrent start inserting the same
-    name is found, not duplicated. Takes no ``scheduler_masters`` row: this server is not
-    the master that runs them."""
+    as upstream's master does (``findSchedulerId``: ``name_hash``; a new row takes the
+    configuration's ``enabled``, then the row decides, as upstream's). Answers ``{name:
+    schedulerid}``. A concurrent start inserting the same name is found, not duplicated.
+    Takes no ``scheduler_masters`` row: this server is not the master that runs them."""
     sch = s.schedulers
     ids: dict[str, int] = {}
     for entry in entries:
         name = entry["name"]
-        found = find_or_create_named(conn, sch, name)
+        found = find_or_create_named(conn, sch, name,
+                                     values={"enabled": int(bool(entry.get("enabled", True)))})
         assert found is not None
         ids[name] = int(found)
     return ids
@@ -357,6 +359,25 @@ async def force(ctx: Context, entry: Mapping[str, Any], params_: Mapping[str, An
 
 # -- the resource type ---------------------------------------------------------------------
 
+def with_enabled(conn: sa.Connection, entities: list[dict[str, Any]]
+                 ) -> list[dict[str, Any]]:
+    """``entities`` with ``enabled`` as their ``schedulers`` rows say (as upstream's
+    master reads it when it starts a scheduler, and the ``enable`` action changes it);
+    the configuration's value for one without a row (a database the server could not
+    write at start)."""
+    if not entities:
+        return entities
+    sch = s.schedulers
+    rows = conn.execute(sa.select(sch.c.name_hash, sch.c.enabled).where(
+        sch.c.name_hash.in_([name_hash(e["name"]) for e in entities]))).all()
+    stored = {digest: bool(enabled) for digest, enabled in rows}
+    for entity in entities:
+        enabled = stored.get(name_hash(entity["name"]))
+        if enabled is not None:
+            entity["enabled"] = enabled
+    return entities
+
+
 def _builder_name(conn: sa.Connection, builderid: int) -> str | None:
     b = s.builders
     return conn.execute(sa.select(b.c.name).where(b.c.id == builderid)).scalar()
@@ -369,7 +390,7 @@ class ForceSchedulerEndpoint(Endpoint):
     async def get(self, ctx: Context, spec: ResultSpec, kwargs: Mapping[str, Any]) -> Any:
         for entity in configured(ctx):
             if entity["name"] == kwargs["schedulername"]:
-                return spec.project(entity)
+                return spec.project((await ctx.run(with_enabled, [entity]))[0])
         return None
 
     async def action_force(self, ctx: Context, params_: Mapping[str, Any],
@@ -398,6 +419,7 @@ class ForceSchedulersEndpoint(Endpoint):
             if name is None:
                 raise ctx.not_found()
             entities = [e for e in entities if name in e["builder_names"]]
+        entities = await ctx.run(with_enabled, entities)
         # Without an order, the configuration's order is kept (as upstream lists them).
         return apply_in_python(self.rtype, spec, entities, sort=bool(spec.order))
 

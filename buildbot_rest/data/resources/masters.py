@@ -46,6 +46,18 @@ def find_or_create_master_in(write: Write, name: str) -> int:
                                                        "last_active": write.now})
 
 
+def _release_claims_in(write: Write, masterid: int, brids: list[int]) -> None:
+    """Master ``masterid``'s claims on the requests ``brids`` deleted (those still
+    incomplete), each with its ``unclaimed`` event."""
+    brc, br = s.buildrequest_claims, s.buildrequests
+    for brid in brids:
+        done = write.conn.execute(brc.delete().where(
+            brc.c.brid == brid, brc.c.masterid == masterid,
+            brc.c.brid.in_(sa.select(br.c.id).where(br.c.id == brid, br.c.complete == 0))))
+        if done.rowcount:
+            write.emit_entity("buildrequest", "unclaimed", brid)
+
+
 # -- endpoints and the resource type --------------------------------------------------------
 
 class MasterEndpoint(SQLEndpoint):
@@ -131,11 +143,11 @@ class Master(ResourceType):
         """Upstream's rest of the housekeeping, through the update methods of builds,
         steps, logs and build requests (each its own write): the master's unfinished
         builds end with RETRY, their running steps too, and their open logs are
-        finished; then its claims on unfinished requests are given up. A step skipped
-        when the update methods it needs are not offered."""
+        finished; then its claims on unfinished requests are given up, so that another
+        master may take them (upstream means to, but its call gives up the claims of
+        the master that runs the housekeeping, not the dead one's: theirs stay)."""
         connector = cast(Any, self.connector)
         updates = connector.updates
-        names = set(updates.names())
 
         def running(conn: sa.Connection) -> list[tuple[int, int | None, int | None]]:
             b, st, lg = s.builds, s.steps, s.logs
@@ -166,17 +178,13 @@ class Master(ResourceType):
                     logs.append(logid)
         for buildid, steps in builds.items():
             for stepid, logids in steps.items():
-                if "finishLog" in names:
-                    for logid in logids:
-                        await updates.finishLog(logid=logid)
-                if "finishStep" in names:
-                    await updates.finishStep(stepid=stepid, results=RETRY, hidden=False)
-            if "finishBuild" in names:
-                await updates.finishBuild(buildid=buildid, results=RETRY)
-        if "unclaimBuildRequests" in names:
-            brids = await ctx.run(claimed)
-            if brids:
-                await updates.unclaimBuildRequests(brids=brids)
+                for logid in logids:
+                    await updates.finishLog(logid=logid)
+                await updates.finishStep(stepid=stepid, results=RETRY, hidden=False)
+            await updates.finishBuild(buildid=buildid, results=RETRY)
+        brids = await ctx.run(claimed)
+        if brids:
+            await self.transact(_release_claims_in, masterid, brids)
 
     async def after_deactivation(self, deactivated: _Deactivated) -> None:
         """Finish the builds of a deactivated master; then, if it was active, publish
