@@ -70,9 +70,16 @@ class Config:
             _check(name, value, "")
         if self.port == "":
             object.__setattr__(self, "port", None)
-        object.__setattr__(self, "forceschedulers",
-                           [_forcescheduler(i, fs) for i, fs in
-                            enumerate(self.forceschedulers)])
+        forceschedulers = [_forcescheduler(i, fs) for i, fs in
+                           enumerate(self.forceschedulers)]
+        names: set[str] = set()
+        for i, fs in enumerate(forceschedulers):
+            # (a scheduler's name is its identity: its row, its path, its form)
+            if fs["name"] in names:
+                raise ConfigError(f"forceschedulers[{i}].name {fs['name']!r} is taken by "
+                                  f"an earlier force scheduler")
+            names.add(fs["name"])
+        object.__setattr__(self, "forceschedulers", forceschedulers)
         if self.base_url is None:
             object.__setattr__(self, "base_url", derive_base_url(self.port))
             object.__setattr__(self, "base_url_derived", True)

@@ -247,3 +247,8 @@ def test_bad_declarations(tmp_path: Path, text: str, message: str) -> None:
     assert message in got
     assert str(path) in got
     assert "\n" not in got
+
+
+def test_two_force_schedulers_cannot_share_a_name() -> None:
+    with pytest.raises(ConfigError, match=r"forceschedulers\[1\].name 'x' is taken"):
+        Config(forceschedulers=[{"name": "x"}, {"name": "x"}])

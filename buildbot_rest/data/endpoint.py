@@ -65,8 +65,14 @@ class Endpoint:
 
         An action must be declared in the resource type's ``actions`` and implemented
         here as ``action_<method>(ctx, params, kwargs)``; anything else is
-        :class:`InvalidControl` (501)."""
-        return await self.control_method(method)(ctx, params, kwargs)
+        :class:`InvalidControl` (501). On a single endpoint, a missing entity is
+        :class:`NotFound` before the action looks at ``params`` (the documented order:
+        404 before 400); the action reads it again in its own transaction."""
+        action = self.control_method(method)
+        if self.kind is Kind.SINGLE and await self.get(ctx, ResultSpec(), kwargs) is None:
+            # a missing entity is told before anything about the params (404, then 400)
+            raise ctx.not_found()
+        return await action(ctx, params, kwargs)
 
     def control_method(self, method: str) -> Any:
         """The method that runs action ``method`` (case-sensitive, COMPAT 8);

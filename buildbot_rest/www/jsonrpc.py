@@ -11,8 +11,9 @@ that ``id``; earlier failures have none (upstream's)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,6 +47,24 @@ class Call:
         self.method = method
         self.params = params
         self.id = call_id
+
+
+class UnsupportedCoding(BadCall):
+    """A body in a content coding the server does not decode (RFC 9110 15.5.16)."""
+
+    status = 415
+
+
+def check_coding(codings: Sequence[bytes] | None) -> None:
+    """A call's body is read as sent: a ``Content-Encoding`` other than ``identity``
+    is :class:`UnsupportedCoding` (415), never taken for JSON (upstream reads the coded
+    bytes as they are)."""
+    for coding in codings or ():
+        for part in coding.split(b","):
+            if part.strip().lower() not in (b"", b"identity"):
+                raise UnsupportedCoding(f"unsupported Content-Encoding: "
+                                        f"{part.strip().decode('latin-1')} (send the JSON "
+                                        f"body as it is)")
 
 
 def parse(content_type: bytes | None, body: bytes) -> Call:
@@ -100,26 +119,46 @@ def origin_of(url: str) -> str:
     return f"{scheme}://{host}" + (f":{port}" if port and port != default else "")
 
 
-def origin_allowed(origin: bytes, *, secure: bool, host: bytes | None, base_url: str) -> bool:
-    """Whether a call that carries an ``Origin`` header may run: a browser sends one,
-    and a page of another site must not make it act (CSRF). Allowed: the server's own
-    origin as the client reached it (the scheme and ``Host``, COMPAT 35), and the origin
-    of ``base_url`` (upstream's default ``allowed_origins``). Compared lowercased, as
-    upstream."""
+def origin_allowed(origins: Sequence[bytes], *, secure: bool, host: bytes | None,
+                   base_url: str) -> bool:
+    """Whether a call that carries ``Origin`` headers (``origins``, as sent) may run: a
+    browser sends one, and a page of another site must not make the server act (CSRF).
+
+    Allowed: the origin of ``base_url`` (upstream's default ``allowed_origins``), and
+    the server's own origin as the client reached it (its scheme and ``Host``, COMPAT
+    35) when that ``Host`` is ``base_url``'s host, an IP address or ``localhost``: a
+    name of someone else's that resolves to this server (DNS rebinding) is not the
+    server's own. Compared lowercased, as upstream. More than one ``Origin`` is
+    refused."""
+    if len(origins) != 1:
+        return False
     try:
-        sent = origin.decode("ascii").strip().lower()
+        sent = origins[0].decode("ascii").strip().lower()
     except UnicodeDecodeError:
         return False
-    if not sent or sent == "null":
+    if not sent or sent == "null" or origin_of(sent) != sent.rstrip("/"):
         return False
     allowed = set()
-    if base_url.startswith(("http://", "https://")):
+    base = urlsplit(base_url)
+    if base.scheme in ("http", "https"):
         allowed.add(origin_of(base_url))
     if host:
-        allowed.add(origin_of(("https://" if secure else "http://")
-                              + host.decode("ascii", "replace")))
+        own = origin_of(("https://" if secure else "http://")
+                        + host.decode("ascii", "replace"))
+        name = urlsplit(own).hostname or ""
+        if name and (name == (base.hostname or "").lower() or name == "localhost"
+                     or _is_address(name)):
+            allowed.add(own)
     allowed.discard("")
-    return origin_of(sent) in allowed and origin_of(sent) == sent.rstrip("/")
+    return origin_of(sent) in allowed
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def owner(user: Mapping[str, Any]) -> str | None:

@@ -239,9 +239,9 @@ class RestResource(Resource):
 
     async def _control(self, request: Request, responder: Responder) -> None:
         """A JSON-RPC call (protocol.md 4): errors are answered with JSON-RPC envelopes."""
-        origin = request.getHeader(b"origin")
-        if origin is not None and not jsonrpc.origin_allowed(
-                origin, secure=request.isSecure(), host=request.getHeader(b"host"),
+        origins = request.requestHeaders.getRawHeaders(b"origin")
+        if origins is not None and not jsonrpc.origin_allowed(
+                origins, secure=request.isSecure(), host=request.getHeader(b"host"),
                 base_url=self.connector.base_url):
             # protocol.md 4.1 check 1, upstream's answer
             responder.send(400, json.dumps({"error": {"message": "invalid origin"}}).encode())
@@ -249,6 +249,7 @@ class RestResource(Resource):
         call = None
         try:
             body = request.content.read() if request.content is not None else b""
+            jsonrpc.check_coding(request.requestHeaders.getRawHeaders(b"content-encoding"))
             call = jsonrpc.parse(request.getHeader(b"content-type"), body)
             path = self.path_of(request)
             endpoint, kwargs = self.connector.match(path)

@@ -491,3 +491,22 @@ async def test_add_buildset_in_composes_with_other_writes(recorder: Recorder) ->
     assert recorder.rows(sa.select(s.buildrequests.c.submitted_at)) == [(NOW - 100,)]
     events = [key[-1] for key, _ in recorder.take()]
     assert events == ["new"] * 4 + ["complete"] * 4
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_last_requests_completed_at_once_complete_the_buildset_once(
+        recorder: Recorder) -> None:
+    # two writes complete the last two requests of a buildset at the same time: one of
+    # them must see both complete (the buildset row is locked while it looks)
+    builders = [builder(recorder, f"b{i}") for i in range(2)]
+    for _ in range(8):
+        bsid, brids = await recorder.updates.addBuildset(
+            waited_for=False, scheduler="s", reason="r", builderids=builders,
+            sourcestamps=[{"branch": "main", "revision": "r1", "repository": "",
+                           "project": "", "codebase": ""}])
+        recorder.take()
+        await defer.gatherResults([
+            d(recorder.updates.completeBuildRequests([brids[b]], 0)) for b in builders])
+        assert recorder.rows(sa.select(s.buildsets.c.complete, s.buildsets.c.results)
+                             .where(s.buildsets.c.id == bsid)) == [(1, 0)]
+        assert recorder.keys().count(f"buildsets/{bsid}/complete") == 1

@@ -59,9 +59,11 @@ class Api:
         self.mq: SimpleMQ | None = connector.mq  # type: ignore[assignment]
 
     async def request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
-                      data: bytes | None = None, raw: bool = False) -> Reply:
+                      data: bytes | None = None, raw: bool = False,
+                      raw_headers: dict[str, list[str]] | None = None) -> Reply:
         """``raw``: send exactly these headers and keep the body as sent (treq adds its
-        own ``Accept-Encoding: gzip`` and decodes gzip)."""
+        own ``Accept-Encoding: gzip`` and decodes gzip). ``raw_headers``: headers with
+        several values each (sent as several fields)."""
         hdrs = {"Accept": "application/json"}
         hdrs.update(headers or {})
         if raw:
@@ -71,8 +73,9 @@ class Api:
                 Headers({k: [v] for k, v in hdrs.items()}))
             length = None if resp.length is UNKNOWN_LENGTH else resp.length
             return Reply(resp.code, resp.headers, await treq.content(resp), length)
-        resp = await treq.request(method, self.root + path,
-                                  headers={k: [v] for k, v in hdrs.items()},
+        fields = {k: [v] for k, v in hdrs.items()}
+        fields.update(raw_headers or {})
+        resp = await treq.request(method, self.root + path, headers=fields,
                                   data=data, persistent=False)
         body = await resp.content()
         return Reply(resp.code, resp.headers, body)

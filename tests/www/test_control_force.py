@@ -353,3 +353,20 @@ async def test_enabled_is_the_scheduler_rows(
             assert [e["enabled"] for e in every if e["name"] == name] == [enabled]
     finally:
         await api.rpc(f"schedulers/{schedulerid}", "enable", {"enabled": True})
+
+
+@pytest.mark.parametrize(("params", "field"), [
+    ({"username": "u" * 300}, "username"),
+    ({"username": "a\u0000b <a@b.c>"}, "username"),
+    ({"reason": "r" * 300}, "reason"),
+])
+@pytest_twisted.ensureDeferred
+async def test_the_field_that_spoils_the_buildsets_reason_is_named(
+        server: Any, params: dict[str, Any], field: str) -> None:
+    api, _ = server
+    before = _count(api, s.buildsets)
+    reply = await api.rpc("forceschedulers/simple", "force", params)
+    assert reply.code == 400
+    assert reply.json["error"]["code"] == -32602
+    assert list(reply.json["error"]["message"]) == [field]
+    assert _count(api, s.buildsets) == before

@@ -246,3 +246,67 @@ async def test_a_same_origin_call_passes_whatever_base_url_says(server: Api) -> 
     reply = await server.rpc(f"schedulers/{_first_schedulerid(server)}", "enable",
                              {"enabled": True}, headers={"Origin": own})
     assert reply.code == 200
+
+
+@pytest.mark.parametrize(("path", "method", "params"), [
+    ("schedulers/999999", "enable", {"enabled": "no"}),
+    ("buildrequests/999999", "set_priority", {"priority": "x"}),
+    ("builds/999999", "stop", {"reason": 1}),
+    ("builders/999999/builds/1", "rebuild", {}),
+    ("workers/999999", "pause", {"reason": 1}),
+    ("forceschedulers/nosuch", "force", {"builderid": "x"}),
+])
+@pytest_twisted.ensureDeferred
+async def test_a_missing_entity_is_404_before_bad_params(
+        server: Api, path: str, method: str, params: dict[str, Any]) -> None:
+    reply = await server.rpc(path, method, params)
+    assert reply.code == 404, reply.json
+    assert reply.json["error"]["code"] == -32600
+    assert reply.json["error"]["message"].startswith("not found while getting from "
+                                                     "endpoint for /")
+
+
+@pytest.mark.parametrize(("host", "origin", "allowed"), [
+    # a name of someone else's that resolves to the server (DNS rebinding) is refused
+    ("attacker.example:8010", "http://attacker.example:8010", False),
+    ("localhost:8010", "http://localhost:8010", True),
+    ("[::1]:8010", "http://[::1]:8010", True),
+    ("10.0.0.7", "http://10.0.0.7", True),
+    ("testserver", "http://testserver", True),
+])
+@pytest_twisted.ensureDeferred
+async def test_the_own_origin_counts_for_addresses_and_base_urls_name(
+        server: Api, host: str, origin: str, allowed: bool) -> None:
+    reply = await server.rpc(f"schedulers/{_first_schedulerid(server)}", "enable",
+                             {"enabled": True}, headers={"Origin": origin, "Host": host})
+    assert reply.code == (200 if allowed else 400), reply.json
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_origin_headers_are_refused(server: Api) -> None:
+    own = server.root.rstrip("/")
+    for pair in ([own, "http://evil.example"], ["http://evil.example", own], [own, own]):
+        reply = await server.request(
+            "POST", f"api/v2/schedulers/{_first_schedulerid(server)}", raw_headers={
+                "Origin": pair, "Content-Type": ["application/json"]},
+            data=GOOD.encode())
+        assert reply.code == 400, pair
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate, gzip", "br", "x-unknown"])
+@pytest_twisted.ensureDeferred
+async def test_a_coded_body_is_refused_not_run(server: Api, coding: str) -> None:
+    events = server.record("schedulers", None, None)
+    reply = await server.rpc(f"schedulers/{_first_schedulerid(server)}", "enable",
+                             {"enabled": True}, headers={"Content-Encoding": coding})
+    assert reply.code == 415
+    assert reply.json["error"]["code"] == -32600
+    assert "Content-Encoding" in reply.json["error"]["message"]
+    assert events == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_identity_coding_is_a_plain_body(server: Api) -> None:
+    reply = await server.rpc(f"schedulers/{_first_schedulerid(server)}", "enable",
+                             {"enabled": True}, headers={"Content-Encoding": "identity"})
+    assert reply.code == 200

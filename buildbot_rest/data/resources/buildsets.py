@@ -268,7 +268,11 @@ def maybe_buildset_complete_in(write: Write, bsid: int) -> bool:
     did. NotFound if there is no such buildset."""
     params.check_int("bsid", bsid)
     br = s.buildrequests
-    row = write.require(bs, bsid, "buildset", "bsid", bs.c.complete)
+    # Locked: two writes completing the last two requests of a buildset at once each
+    # see the other's as incomplete, and neither would complete it. The second waits
+    # here for the first to commit, then reads both complete (PostgreSQL reads each
+    # statement afresh; SQLite writes take turns anyway).
+    row = write.require(bs, bsid, "buildset", "bsid", bs.c.complete, lock=True)
     if row[0]:
         return False
     requests = write.conn.execute(sa.select(br.c.complete, br.c.results)

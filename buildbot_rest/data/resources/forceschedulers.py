@@ -296,8 +296,29 @@ class Forced:
         self.properties["scheduler"] = (self.scheduler, "Scheduler")
         template = entry.get("reason_string") or DEFAULT_REASON_STRING
         self.buildset_reason = template % {"owner": self.owner, "reason": self.reason}
+        self._check_reason(username, reason)
         self.sourcestamps = [self._stamp(cb, values) for cb, values in stamps.items()] or [
             self._stamp("", {})]
+
+    def _check_reason(self, username: Mapping[str, Any], reason: Mapping[str, Any]) -> None:
+        """The buildset's reason is made of the owner and the reason: a value that
+        cannot be stored there is an error of the field it came from (upstream: a
+        database error, or a reason longer than its column on SQLite)."""
+        limit = getattr(s.buildsets.c.reason.type, "length", None)
+        fields = [(username, self.owner), (reason, self.reason)]
+        errors: dict[str, str] = {}
+        for field, value in fields:
+            if isinstance(value, str) and "\0" in value:
+                errors[str(field.get("fullName"))] = (f"{field.get('label')}: must not "
+                                                       "contain NUL characters")
+        if not errors and limit is not None and len(self.buildset_reason) > limit:
+            # named by the longer of the two
+            field, _ = max(fields, key=lambda fv: len(str(fv[1] or "")))
+            errors[str(field.get("fullName"))] = (
+                f"{field.get('label')}: too long: the build's reason would be longer than "
+                f"{limit} characters")
+        if errors:
+            raise InvalidParams(errors, as_object=True)
 
     @staticmethod
     def _stamp(codebase: str, values: Mapping[str, Any]) -> dict[str, Any]:

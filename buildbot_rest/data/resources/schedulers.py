@@ -84,7 +84,7 @@ class SchedulerEndpoint(SQLEndpoint):
         enabled = params.boolean(params_, "enabled", required=True)
 
         def enable(write: Write) -> None:
-            schedulerid = self.entity_in(write.conn, write.ctx, kwargs)["schedulerid"]
+            schedulerid = self.entity_in(write.conn, ctx, kwargs)["schedulerid"]
             rtype = self.rtype
             assert isinstance(rtype, Scheduler)
             rtype.set_enabled(write, schedulerid, enabled)
