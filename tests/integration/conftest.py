@@ -77,6 +77,13 @@ def demo_db_url(differential_backend: str, request: pytest.FixtureRequest,
         url = f"sqlite:///{tmp_path_factory.mktemp('differential-db') / 'state.sqlite'}"
     else:
         url = request.getfixturevalue("pg_databases").create()
+    fill_demo(url)
+    return url
+
+
+def fill_demo(url: str) -> None:
+    """Create the schema in the empty database at ``url`` and fill it with the
+    differential's demo data; its masters stay active for upstream's master."""
     db = Database(url)
     try:
         db.prepare_sync()
@@ -85,7 +92,6 @@ def demo_db_url(differential_backend: str, request: pytest.FixtureRequest,
         db.stop()
         db.engine.dispose()
     keep_masters_alive(url)
-    return url
 
 
 @pytest.fixture(scope="module")

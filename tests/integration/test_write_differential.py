@@ -46,14 +46,13 @@ from sqlalchemy.engine import make_url
 from twisted.internet import endpoints, reactor, task, threads
 from twisted.web.server import Site
 
-from buildbot_rest import demo
 from buildbot_rest.config import Config
 from buildbot_rest.data.connector import DataConnector
 from buildbot_rest.db import Database
 from buildbot_rest.mq import SimpleMQ
 from tests.conftest import raw_engine_for, upstream_env
 from tests.integration import dbdump
-from tests.integration.conftest import BACKENDS, DEMO_BUILDS, DEMO_SEED, TERMINAL_SUMMARY
+from tests.integration.conftest import BACKENDS, TERMINAL_SUMMARY, fill_demo
 from tests.integration.upstream_master import (
     BASE_URL,
     UpstreamMaster,
@@ -164,14 +163,7 @@ def pristine(request: pytest.FixtureRequest,
     else:
         url = request.getfixturevalue("pg_databases").create()
         admin = request.getfixturevalue("pg_url")
-    db = Database(url)
-    try:
-        db.prepare_sync()
-        demo.populate(db.engine, builds=DEMO_BUILDS, seed=DEMO_SEED)
-    finally:
-        db.stop()
-        db.engine.dispose()
-    keep_masters_alive(url)
+    fill_demo(url)
     copies = Copies(tmp, admin)
     try:
         yield Pristine(backend, url, copies)
