@@ -142,6 +142,14 @@ class Responder:
         _Slices(self.request, body).start()
 
 
+def error_headers(error: ApiError) -> dict[bytes, bytes] | None:
+    """The headers an error answer carries: ``Retry-After`` for a 503 that knows when
+    to try again (RFC 9110 10.2.3)."""
+    if isinstance(error, ServiceUnavailable) and error.retry_after is not None:
+        return {b"retry-after": str(error.retry_after).encode()}
+    return None
+
+
 def error_body(message: str) -> bytes:
     """An error as upstream writes it, ``{"error": "..."}`` with its separators, whatever
     the Accept header."""
@@ -232,10 +240,7 @@ class RestResource(Resource):
                 if request.channel is not None:
                     request.channel.loseConnection()
                 return
-            headers = None
-            if isinstance(e, ServiceUnavailable) and e.retry_after is not None:
-                headers = {b"retry-after": str(e.retry_after).encode()}
-            responder.send(e.status, error_body(e.message), headers=headers)
+            responder.send(e.status, error_body(e.message), headers=error_headers(e))
 
     async def _control(self, request: Request, responder: Responder) -> None:
         """A JSON-RPC call (protocol.md 4): errors are answered with JSON-RPC envelopes."""
@@ -262,10 +267,7 @@ class RestResource(Resource):
         except ApiError as e:
             if responder.disconnected:
                 return
-            headers = None
-            if isinstance(e, ServiceUnavailable) and e.retry_after is not None:
-                headers = {b"retry-after": str(e.retry_after).encode()}
-            responder.send(e.status, jsonrpc.failure(e, call), headers=headers)
+            responder.send(e.status, jsonrpc.failure(e, call), headers=error_headers(e))
             return
         if not responder.disconnected:
             responder.send(200, jsonrpc.success(call.id, result))

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from twisted.internet import defer, endpoints, reactor
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
@@ -27,6 +28,7 @@ from twisted.protocols import portforward
 from buildbot_rest import demo
 from buildbot_rest.config import Config
 from buildbot_rest.db import Database, DatabaseError
+from buildbot_rest.db import schema as s
 from buildbot_rest.service import RestService
 from tests.www.conftest import Api, Reply, serve_database
 
@@ -309,3 +311,24 @@ def test_missing_file_is_refused_unless_created(tmp_path: Path) -> None:
     RestService(Config(db_url=f"sqlite:///{path}", port=None, demo=True)).prepare()
     assert path.exists()
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_call_while_the_database_is_gone_is_a_jsonrpc_503(
+        sqlite_api: Api, tmp_path: Path) -> None:
+    # a control action: the JSON-RPC envelope, with Retry-After, and nothing half done
+    path = tmp_path / "state.sqlite"
+    schedulerid = sqlite_api.rows(sa.select(sa.func.min(s.schedulers.c.id)))[0][0]
+    checkpoint(path)
+    good = path.read_bytes()
+    path.write_bytes(os.urandom(len(good)))
+    reply = await sqlite_api.rpc(f"schedulers/{schedulerid}", "enable", {"enabled": False},
+                                 call_id=4)
+    assert reply.code == 503
+    assert reply.header("retry-after") == "5"
+    assert reply.json["id"] == 4
+    assert reply.json["error"]["code"] == -32000
+    assert reply.json["error"]["message"].startswith("the database is unavailable")
+    path.write_bytes(good)
+    reply = await sqlite_api.rpc(f"schedulers/{schedulerid}", "enable", {"enabled": False})
+    assert reply.code == 200
