@@ -18,6 +18,12 @@ DEFAULT_POOL_SIZE = 4
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 #: seconds the server waits for a client: a whole request, the next one, or taking its answer
 DEFAULT_CLIENT_TIMEOUT = 60.0
+#: seconds between keepalive pings on /ws (and comments on /sse)
+DEFAULT_PING_INTERVAL = 30.0
+#: events kept for clients that resume (/ws ``since``, /sse ``Last-Event-ID``)
+DEFAULT_RESUME_WINDOW = 10000
+#: bytes of events a /ws or /sse client may leave unread before it is disconnected
+DEFAULT_LIVE_BUFFER = 4 << 20
 
 
 #: the log compression methods, by upstream's names (``logCompressionMethod``)
@@ -62,6 +68,23 @@ class Config:
     #: force schedulers, completed with upstream's defaults here: the data API serves
     #: them as they are
     forceschedulers: list[dict[str, Any]] = field(default_factory=list)
+    #: seconds between keepalive pings on /ws and comment lines on /sse (upstream's
+    #: ``ws_ping_interval``, whose default is off); 0 turns them off
+    ping_interval: float = DEFAULT_PING_INTERVAL
+    #: how many of the latest events are kept for clients that resume (/ws ``since``,
+    #: /sse ``Last-Event-ID``); 0 keeps none
+    resume_window: int = DEFAULT_RESUME_WINDOW
+    #: bytes of events a /ws or /sse client may leave unread; one that falls further
+    #: behind is disconnected (/ws: close code 1008)
+    live_buffer: int = DEFAULT_LIVE_BUFFER
+    #: the web UI's title and the link it points to (upstream's ``title``, ``titleURL``)
+    title: str = "Buildbot"
+    title_url: str = "http://buildbot.net/"
+    #: whether ``/`` serves upstream's web UI when ``buildbot_rest[ui]`` is installed
+    ui: bool = True
+    #: the UI's setting defaults (upstream's ``www["ui_default_config"]``):
+    #: ``{"Builders.buildFetchLimit": 500}``
+    ui_default_config: dict[str, Any] = field(default_factory=dict)
     #: whether ``base_url`` was derived from ``port`` rather than given
     base_url_derived: bool = field(default=False, init=False, compare=False, repr=False)
 
@@ -159,6 +182,13 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "client_timeout": ((int, float), "a number of seconds"),
     "log_compression_method": ((str,), "a string"),
     "forceschedulers": ((list,), "an array of tables"),
+    "ping_interval": ((int, float), "a number of seconds"),
+    "resume_window": ((int,), "an integer"),
+    "live_buffer": ((int,), "a number of bytes"),
+    "title": ((str,), "a string"),
+    "title_url": ((str,), "a string"),
+    "ui": ((bool,), "a boolean"),
+    "ui_default_config": ((dict,), "a table"),
 }
 
 
@@ -183,6 +213,14 @@ def _check(key: str, value: Any, where: str) -> None:
             and not 0 < value < float("inf")):
         raise ConfigError(f"{where}'client_timeout' must be a finite number of seconds "
                           f"more than 0, not {value}")
+    if (key == "ping_interval" and isinstance(value, int | float)
+            and not 0 <= value < float("inf")):
+        raise ConfigError(f"{where}'ping_interval' must be a finite number of seconds "
+                          f"of at least 0 (0: no pings), not {value}")
+    if key in ("resume_window", "live_buffer") and isinstance(value, int) and value < 0:
+        raise ConfigError(f"{where}'{key}' must be at least 0, not {value}")
+    if key == "live_buffer" and isinstance(value, int) and 0 <= value < 1024:
+        raise ConfigError(f"{where}'live_buffer' must be at least 1024 bytes, not {value}")
     if key == "access_log" and not value:
         raise ConfigError(f"{where}'access_log' must be \"-\", \"off\" or a file path, "
                           "not empty")

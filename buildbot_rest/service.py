@@ -17,7 +17,7 @@ from buildbot_rest.data.connector import DataConnector
 from buildbot_rest.data.resources.forceschedulers import sync_scheduler_rows
 from buildbot_rest.db import Database, schema
 from buildbot_rest.db.service import DatabaseService
-from buildbot_rest.mq import SimpleMQ
+from buildbot_rest.mq import LiveEvents, SimpleMQ
 from buildbot_rest.www.site import SHUTDOWN_TIMEOUT, AccessLogFile, WebService
 
 log = Logger()
@@ -29,9 +29,10 @@ class RestService(MultiService):
     """Buildbot's REST API over one database, as a Twisted service.
 
     Its children, started in this order and stopped in the reverse one: ``db`` (the
-    database's thread pool), ``mq`` (the message queue), ``auth`` (who makes a request)
-    and ``www`` (the web application: it stops first, waiting for the requests in
-    flight). Find them with ``getServiceNamed``.
+    database's thread pool), ``mq`` (the message queue), ``live`` (the queue's events
+    numbered for /ws and /sse clients), ``auth`` (who makes a request) and ``www`` (the
+    web application: it stops first, closing the live connections and waiting for the
+    requests in flight). Find them with ``getServiceNamed``.
 
     Standalone, it listens on ``config.port``. Embedded, a program leaves ``port`` as
     ``None``, mounts :meth:`resource` at ``/api`` of its own ``Site``, and starts this
@@ -62,6 +63,7 @@ class RestService(MultiService):
         self._inherited = inherited_socket
         self.db: Database | None = None
         self.mq: SimpleMQ | None = None
+        self.live: LiveEvents | None = None
         self.auth: AuthService | None = None
         self.connector: DataConnector | None = None
         self.web: WebService | None = None
@@ -105,13 +107,14 @@ class RestService(MultiService):
             db.engine.dispose()
         self.db = db
         self.mq = SimpleMQ()
+        self.live = LiveEvents(self.mq, window=config.resume_window)
         self.auth = AuthService()
         self.connector = DataConnector(db, config=config, base_url=config.base_url or "/",
                                        mq=self.mq)
         self.web = WebService(config, self.connector, reactor=self._reactor, auth=self.auth,
-                              shutdown_timeout=self.shutdown_timeout,
+                              live=self.live, shutdown_timeout=self.shutdown_timeout,
                               inherited_socket=self._inherited, access_file=access_file)
-        for child in (DatabaseService(db), self.mq, self.auth, self.web):
+        for child in (DatabaseService(db), self.mq, self.live, self.auth, self.web):
             child.setServiceParent(self)
 
     @property

@@ -26,6 +26,10 @@ def test_defaults() -> None:
     assert config.create is False
     assert config.forceschedulers == []
     assert config.access_log == "-"
+    assert (config.ping_interval, config.resume_window, config.live_buffer) == (
+        30.0, 10000, 4 << 20)
+    assert (config.title, config.title_url, config.ui, config.ui_default_config) == (
+        "Buildbot", "http://buildbot.net/", True, {})
 
 
 @pytest.mark.parametrize("port, url", [
@@ -110,6 +114,17 @@ def test_empty_port_means_no_listening() -> None:
      "forceschedulers[0].enabled must be boolean, not integer"),
     ('[[forceschedulers]]\nlabel = "f"\n', "forceschedulers[0].name is required"),
     ("db_url = \n", "invalid TOML"),
+    ("ping_interval = -1\n", "'ping_interval' must be a finite number of seconds of at "
+                             "least 0 (0: no pings), not -1"),
+    ("ping_interval = inf\n", "'ping_interval' must be a finite number"),
+    ('ping_interval = "30"\n', "'ping_interval' must be a number of seconds, not string"),
+    ("resume_window = -1\n", "'resume_window' must be at least 0, not -1"),
+    ("resume_window = 1.5\n", "'resume_window' must be an integer, not float"),
+    ("live_buffer = 100\n", "'live_buffer' must be at least 1024 bytes, not 100"),
+    ("live_buffer = -5\n", "'live_buffer' must be at least 0, not -5"),
+    ("title = 1\n", "'title' must be a string, not integer"),
+    ('ui = "no"\n', "'ui' must be a boolean, not string"),
+    ('ui_default_config = "x"\n', "'ui_default_config' must be a table, not string"),
 ])
 def test_bad_files(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text)

@@ -170,7 +170,7 @@ async def test_children_start_in_order_and_stop_one_after_the_other(
         tmp_path: Path) -> None:
     rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 's.sqlite'}", create=True, port=None))
     rest.prepare()
-    assert [child.name for child in rest] == ["db", "mq", "auth", "www"]
+    assert [child.name for child in rest] == ["db", "mq", "live", "auth", "www"]
     events: list[str] = []
     for child in rest:
         start, stop = child.startService, child.stopService
@@ -190,9 +190,10 @@ async def test_children_start_in_order_and_stop_one_after_the_other(
     rest.startService()
     assert rest.getServiceNamed("db").running and rest.getServiceNamed("www").running
     await rest.stopService()
-    assert events == ["start db", "start mq", "start auth", "start www",
+    assert events == ["start db", "start mq", "start live", "start auth", "start www",
                       "stop www", "stopped www", "stop auth", "stopped auth",
-                      "stop mq", "stopped mq", "stop db", "stopped db"]
+                      "stop live", "stopped live", "stop mq", "stopped mq",
+                      "stop db", "stopped db"]
     assert not any(child.running for child in rest)
 
 

@@ -27,14 +27,17 @@ def _given(params: Mapping[str, Any], name: str, required: bool) -> bool:
 
 
 def integer(params: Mapping[str, Any], name: str, *, required: bool = False,
-            default: Any = None, nullable: bool = False) -> Any:
+            default: Any = None, nullable: bool = False, digits: bool = False) -> Any:
     """An integer within 64 bits (a JSON number without a fraction); ``null`` too
-    when ``nullable``."""
+    when ``nullable``; with ``digits``, also a string of plain decimal digits (``"12"``:
+    upstream's web UI sends ids of form fields so, COMPAT 5)."""
     if not _given(params, name, required):
         return default
     value = params[name]
     if value is None and nullable:
         return None
+    if digits and isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):

@@ -2,6 +2,8 @@
 (/ws and /sse clients, other processes) by routing key."""
 
 from buildbot_rest.mq.base import Consumer, MessageQueue, matches
+from buildbot_rest.mq.live import Event, LiveEvents, Subscription, TooOld
 from buildbot_rest.mq.simple import SimpleMQ
 
-__all__ = ["Consumer", "MessageQueue", "SimpleMQ", "matches"]
+__all__ = ["Consumer", "Event", "LiveEvents", "MessageQueue", "SimpleMQ", "Subscription",
+           "TooOld", "matches"]

@@ -1,17 +1,19 @@
 # -*- test-case-name: tests.www.test_edges -*-
-"""The web application: ``/api``, ``/api/v2`` and ``/api/latest``."""
+"""The web application: ``/api``, ``/api/v2`` and ``/api/latest``, the live events of
+``/ws`` and ``/sse``, and upstream's web UI with ``/config`` at ``/``."""
 
 from __future__ import annotations
 
 import json
 from typing import Any, cast
 
-from klein import Klein
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from buildbot_rest.config import Config
 from buildbot_rest.data.connector import DataConnector
 from buildbot_rest.data.errors import ApiError, InvalidPath
+from buildbot_rest.mq.live import LiveEvents
 from buildbot_rest.www.headers import set_common_headers
 from buildbot_rest.www.rest import (
     Responder,
@@ -21,6 +23,9 @@ from buildbot_rest.www.rest import (
     error_body,
     sent_path,
 )
+from buildbot_rest.www.sse import SseResource
+from buildbot_rest.www.ui import UiResource
+from buildbot_rest.www.ws import WsResource
 
 #: the two names of the one API version below ``/api``
 VERSIONS = (b"v2", b"latest")
@@ -31,22 +36,30 @@ VERSIONS_TYPE = b"application/json"
 class WebApp:
     """The web application of one server; ``resource()`` is what a Site serves.
 
-    Everything below ``/api`` is answered here in JSON, whatever the path; the Klein
-    application ``app`` answers the paths outside it. ``auth`` tells who makes each
-    request (everyone is anonymous without it)."""
+    Everything below ``/api`` is answered here in JSON, whatever the path; ``/ws`` and
+    ``/sse`` serve ``live`` (the live events; made and started here from the
+    connector's message queue when not given, and absent without one), and every other
+    path the web UI (:class:`~buildbot_rest.www.ui.UiResource`). ``auth`` tells who
+    makes each request (everyone is anonymous without it)."""
 
-    #: the routes outside ``/api`` (none yet; Klein answers its own 404 there)
-    app = Klein()
-    # ``//x`` is not ``/x``: paths are matched as sent, as below /api (set once on the
-    # class's application, the same for every instance)
-    app.url_map.merge_slashes = False
-
-    def __init__(self, connector: DataConnector, *, auth: UserSource | None = None) -> None:
+    def __init__(self, connector: DataConnector, *, auth: UserSource | None = None,
+                 live: LiveEvents | None = None, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+            reactor = default_reactor
         self.connector = connector
         self.rest = RestResource(connector, auth=auth)
+        config = connector.config if connector.config is not None else Config()
+        if live is None and connector.mq is not None:
+            live = LiveEvents(connector.mq, window=config.resume_window)
+            live.startService()
+        self.live = live
+        self.ws = WsResource(live, auth=auth, config=config, reactor=reactor)
+        self.sse = SseResource(live, auth=auth, config=config, reactor=reactor)
+        self.ui = UiResource(connector, auth=auth)
 
     def resource(self) -> IResource:
-        return cast(IResource, _Front(self, cast(Resource, self.app.resource())))
+        return cast(IResource, _Front(self))
 
     def versions(self) -> bytes:
         """``/api``, as upstream: ``{"api_versions": {"v2": "<base_url>api/v2"}}``."""
@@ -63,21 +76,30 @@ class _Front(Resource):
     - ``/api/v2[/...]`` and ``/api/latest[/...]``: :class:`RestResource`, which answers
       every path below them (``/api/v2/`` and ``/api/v2//builders`` are its 404s);
     - any other path below ``/api``, ``/api/`` and ``/api%2Fv2`` included: a 404
-      ``Invalid path: <path>`` naming the path as sent; one that is not UTF-8: a 400."""
+      ``Invalid path: <path>`` naming the path as sent; one that is not UTF-8: a 400;
+    - ``/ws``: the WebSocket of live events; ``/sse/...``: the same as Server-Sent
+      Events;
+    - any other path: the web UI, ``/config`` and ``/avatar``."""
 
     isLeaf = True
 
-    def __init__(self, web: WebApp, other: Resource) -> None:
+    def __init__(self, web: WebApp) -> None:
         super().__init__()
         self._web = web
-        self._other = other
 
     def render(self, request: Request) -> Any:
         set_common_headers(request)
         segments = request.postpath or []
         first = segments[0] if segments else b""
+        if first in (b"ws", b"sse"):
+            if first == b"ws" and len(segments) > 1:
+                return self._web.ui.render(request)  # (/ws/x is no WebSocket)
+            request.prepath = [*(request.prepath or []), first]
+            request.postpath = segments[1:]
+            live: Resource = self._web.ws if first == b"ws" else self._web.sse
+            return live.render(request)
         if first != b"api" and not first.startswith(b"api/"):
-            return self._other.render(request)
+            return self._web.ui.render(request)
         if first == b"api" and len(segments) > 1 and segments[1] in VERSIONS:
             request.prepath = [*(request.prepath or []), *segments[:2]]
             request.postpath = segments[2:]

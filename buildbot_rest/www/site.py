@@ -24,11 +24,13 @@ from buildbot_rest.config import (
     derive_base_url,
 )
 from buildbot_rest.data.connector import DataConnector
+from buildbot_rest.mq.live import LiveEvents
 from buildbot_rest.processes import KILL_MARGIN, ServerProcesses, process_config
 from buildbot_rest.www.app import WebApp
 from buildbot_rest.www.channel import ABORT_AFTER, ApiChannel, Connections, Drain, origin_form
 from buildbot_rest.www.headers import set_common_headers
 from buildbot_rest.www.rest import UserSource
+from buildbot_rest.www.ws import CLOSE_TIMEOUT
 
 log = Logger()
 
@@ -53,7 +55,8 @@ class WebService(MultiService):
     name = "www"
 
     def __init__(self, config: Config, connector: DataConnector, *, reactor: Any,
-                 auth: UserSource | None = None, shutdown_timeout: float | None = None,
+                 auth: UserSource | None = None, live: LiveEvents | None = None,
+                 shutdown_timeout: float | None = None,
                  inherited_socket: tuple[int, int] | None = None,
                  access_file: AccessLogFile | None = None) -> None:
         super().__init__()
@@ -63,7 +66,8 @@ class WebService(MultiService):
                                  else shutdown_timeout)
         self._reactor = reactor
         self._requests = InFlight(reactor)
-        self.root: Resource = Tracked(WebApp(connector, auth=auth).resource(), self._requests)
+        self.app = WebApp(connector, auth=auth, live=live, reactor=reactor)
+        self.root: Resource = Tracked(self.app.resource(), self._requests)
         #: (descriptor, address family) of a listening socket to serve
         self._inherited = inherited_socket
         self._access_file = access_file
@@ -110,6 +114,9 @@ class WebService(MultiService):
                 self.connector.base_url = derive_base_url(
                     f"{self.config.port.partition(':')[0]}:{number}")
         if self.config.workers > 1:
+            # (each process has its own message queue until a shared one exists)
+            log.warn("with workers = {n}, /ws and /sse clients only get the events of "  # noqa: G010
+                     "writes their own process makes", n=self.config.workers)
             self.processes = ServerProcesses(self._reactor)
             family = socket.AF_INET6 if isinstance(address, IPv6Address) else socket.AF_INET
             fileno: int = port.fileno()  # type: ignore[attr-defined]
@@ -121,6 +128,13 @@ class WebService(MultiService):
 
     async def _stop(self) -> None:
         await super().stopService()  # stops listening first
+        if self.app.live is not None:
+            # Live connections last until their client leaves: close them now (a /ws
+            # close handshake, the end of an /sse stream).
+            self.app.live.close_clients(1001, "server stopping")
+            # (a close handshake takes a round trip; /ws cuts a client that does not
+            # answer after its CLOSE_TIMEOUT)
+            await self.app.live.closed(self._reactor, CLOSE_TIMEOUT + 1)
         if self._adopted is not None:
             await defer.maybeDeferred(self._adopted.stopListening)
             self._adopted = None
@@ -337,7 +351,10 @@ class Tracked(Resource):
         self._requests = requests
 
     def render(self, request: Request) -> bytes | int:
-        self._requests.add(request)
+        # (a /ws request becomes a WebSocket connection: it never finishes as a request,
+        # and the stop closes it through the live events)
+        if (request.postpath or [])[:1] != [b"ws"]:
+            self._requests.add(request)
         result: bytes | int = self._inner.render(request)
         return result
 

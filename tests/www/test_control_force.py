@@ -171,6 +171,17 @@ async def test_defaults_of_an_empty_form(server: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_web_uis_builderid_as_a_string(server: Any) -> None:
+    # upstream's UI sends the builder's id as a string (ui-client.md, force dialog)
+    api, _ = server
+    builderid = _builderid(api, "docs-windows-py311")
+    reply = await api.rpc("forceschedulers/force", "force", {
+        "reason": "ui", "builderid": str(builderid)})
+    assert reply.code == 200, reply.body
+    assert list(reply.json["result"][1]) == [str(builderid)]
+
+
+@pytest_twisted.ensureDeferred
 async def test_defaults_of_declared_fields(server: Any) -> None:
     api, _ = server
     # (reason is required: upstream then ignores its default)
@@ -301,7 +312,9 @@ async def test_builder_errors(server: Any) -> None:
          {"builderNames": "builderNames not specified or not supported"}),
         ("force", {"builderNames": "linux-py311"},
          {"builderNames": "must be a list of builder names"}),
-        ("force", {"builderid": "1"}, {"builderid": "must be an integer, not a string"}),
+        ("force", {"builderid": "1x"}, {"builderid": "must be an integer, not a string"}),
+        ("force", {"builderid": " 1"}, {"builderid": "must be an integer, not a string"}),
+        ("force", {"builderid": "-1"}, {"builderid": "must be an integer, not a string"}),
         ("force", {"builderid": 999999}, {"builderid": "no builder with builderid 999999"}),
         ("force", {"builderid": _builderid(api, "freebsd-py311")},
          {"builderid": "builder 'freebsd-py311' is not one of force scheduler 'force''s "

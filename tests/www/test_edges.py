@@ -21,6 +21,7 @@ from twisted.web.resource import Resource
 
 from buildbot_rest.db import schema as s
 from buildbot_rest.www import WebApp
+from buildbot_rest.www.frontend import StaticUi, find_ui
 from buildbot_rest.www.headers import DOWNLOAD_POLICY, SERVER
 from buildbot_rest.www.rest import page_offsets
 from buildbot_rest.www.site import ApiSite, Mounted
@@ -382,8 +383,9 @@ async def test_every_kind_of_answer_has_the_headers(api, stream_above_10):
         "not found": ("api/v2/builds/999999", 404),
         "invalid path": ("api/v2/nosuch", 404),
         "outside v2": ("api/v3", 404),
-        "outside /api (Klein's own 404)": ("nosuch", 404),
-        "root of the site": ("", 404),
+        "outside /api": ("nosuch", 404),
+        "the web UI, or how to get it": ("", 200 if isinstance(find_ui(), StaticUi) else 404),
+        "the UI's configuration": ("config", 200),
     }
     for kind, (path, status) in kinds.items():
         for accept_encoding in (None, "gzip"):

@@ -252,7 +252,8 @@ class Forced:
         self.scheduler: str = entry["name"]
         self.builder_names = _builder_names(entry, params_)
         self.builderid = (None if self.builder_names is not None
-                          else params.integer(params_, "builderid", nullable=True))
+                          else params.integer(params_, "builderid", nullable=True,
+                                         digits=True))
         if self.builder_names is not None and not self.builder_names:
             raise InvalidParams({"builderNames": "builderNames not specified or not "
                                  "supported"})

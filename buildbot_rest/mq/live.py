@@ -1,0 +1,238 @@
+# -*- test-case-name: tests.mq.test_live -*-
+"""Live events for clients: every message of the queue, numbered, with a window of the
+latest ones for clients that come back (/ws ``since``, /sse ``Last-Event-ID``).
+
+Upstream's /ws and /sse subscribe each client to the message queue directly, so a client
+whose connection drops loses what was published meanwhile. Here one :class:`LiveEvents`
+consumes every message of the queue once, gives it the next sequence number and keeps the
+latest ``window`` of them; clients subscribe to it, and one that names the last number it
+saw is first given the events it missed (or told that they are gone: :class:`TooOld`).
+
+Sequence numbers grow by one per event. The first one of a server is the microseconds
+since the epoch at its start, so the numbers of a restarted server are larger than any
+its predecessor gave (at less than a million events per second) and a number from before
+a restart is never taken for one of now: it is either :class:`TooOld` or unknown."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import orjson
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from buildbot_rest.mq.base import Consumer, KeyFilter, MessageQueue, RoutingKey, matches
+
+log = Logger()
+
+#: the longest routing key consumed (upstream's longest has 7 elements:
+#: ``buildsets/1/builders/2/buildrequests/3/new``)
+MAX_KEY_LENGTH = 16
+
+
+class Event:
+    """One message of the queue, numbered: ``seq`` (int), ``key`` (a routing key) and
+    ``message`` (JSON values, shared: never change it). The encodings clients are sent
+    are made once, whatever the number of clients."""
+
+    __slots__ = ("_encoded", "key", "message", "seq")
+
+    def __init__(self, seq: int, key: RoutingKey, message: Mapping[str, Any]) -> None:
+        self.seq = seq
+        self.key = key
+        self.message = message
+        self._encoded: dict[str, Any] = {}
+
+    def encoded(self, form: str, encode: Callable[[Event], Any]) -> Any:
+        """``encode(self)``, computed once per ``form`` name (a /ws frame, an /sse
+        record) and kept with the event."""
+        try:
+            return self._encoded[form]
+        except KeyError:
+            value = self._encoded[form] = encode(self)
+            return value
+
+    def ws_frame(self) -> bytes:
+        """The /ws text frame's payload: upstream's ``{"k": "builds/1/new", "m": {...}}``
+        plus this server's ``"s"``, the sequence number (compact JSON, UTF-8)."""
+        return self.encoded("ws", _ws_frame)
+
+    def __repr__(self) -> str:
+        return f"<Event {self.seq} {'/'.join(self.key)}>"
+
+
+def _ws_frame(event: Event) -> bytes:
+    return orjson.dumps({"k": "/".join(event.key), "m": event.message, "s": event.seq},
+                        option=orjson.OPT_NON_STR_KEYS)
+
+
+class TooOld(Exception):
+    """The events after the number a client resumes from are no longer all kept (or the
+    number is not one of this server's): it must read the state again. ``oldest`` is
+    the number of the oldest event kept, ``last`` that of the latest one given."""
+
+    def __init__(self, since: int, oldest: int, last: int) -> None:
+        super().__init__(f"events after {since} are no longer available (kept: "
+                         f"{oldest} to {last}); read the state again and subscribe "
+                         f"without 'since'")
+        self.since = since
+        self.oldest = oldest
+        self.last = last
+
+
+class Subscription:
+    """A client's subscription to :class:`LiveEvents`: ``callback(event)`` for each event
+    whose key matches ``key_filter``, until :meth:`stop`."""
+
+    __slots__ = ("_live", "callback", "key_filter")
+
+    def __init__(self, live: LiveEvents, callback: Callable[[Event], None],
+                 key_filter: KeyFilter) -> None:
+        self._live = live
+        self.callback = callback
+        self.key_filter = key_filter
+
+    def stop(self) -> None:
+        """End it (idempotent): no event is given once this returns."""
+        subscribers = self._live._by_length.get(len(self.key_filter))
+        if subscribers is not None:
+            subscribers.pop(self, None)
+
+
+class LiveEvents(Service):
+    """Numbers every message of ``mq`` and hands them to subscribers, keeping the
+    latest ``window`` events for subscribers that resume.
+
+    Events are given in the reactor thread, in the order the queue delivers them. A
+    subscriber's callback must not raise (one that does is logged and the others still
+    get the event). The connections of live clients register with :meth:`register` so
+    that a stop closes them first (:meth:`close_clients`)."""
+
+    name = "live"
+
+    def __init__(self, mq: MessageQueue, *, window: int, clock: Callable[[], float] =
+                 time.time) -> None:
+        self.mq = mq
+        self.window = window
+        self._events: deque[Event] = deque(maxlen=window or 1)
+        #: the number the next event gets
+        self._next = int(clock() * 1_000_000)
+        # subscribers by filter length: an event is only matched against its own length
+        # (a dict as an ordered set: given in order of subscription)
+        self._by_length: dict[int, dict[Subscription, None]] = {}
+        self._consumers: list[Consumer] = []
+        #: the live connections (each with a ``close_live(code, reason)``)
+        self._clients: dict[Any, None] = {}
+        self._waiters: list[defer.Deferred[bool]] = []
+
+    # -- the queue ------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        if not self._consumers:
+            # every key of every length: the queue's filters have no multi-element wildcard
+            for length in range(1, MAX_KEY_LENGTH + 1):
+                self.mq.startConsuming(self._received, (None,) * length).addCallback(
+                    self._consumers.append)
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        self.close_clients(1001, "server stopping")
+        consumers, self._consumers = self._consumers, []
+        return defer.gatherResults(
+            [defer.maybeDeferred(c.stopConsuming) for c in consumers]).addCallback(
+                lambda _: None)
+
+    def _received(self, key: RoutingKey, message: Mapping[str, Any]) -> None:
+        event = Event(self._next, key, message)
+        self._next += 1
+        if self.window:
+            self._events.append(event)
+        subscribers = self._by_length.get(len(key))
+        if not subscribers:
+            return
+        for subscription in list(subscribers):
+            if subscription in subscribers and matches(subscription.key_filter, key):
+                try:
+                    subscription.callback(event)
+                except Exception:  # noqa: BLE001 - one client must not stop the rest
+                    log.failure("a live client of {key} failed", key="/".join(key))
+
+    # -- subscribers ----------------------------------------------------------------------
+
+    @property
+    def last(self) -> int:
+        """The number of the latest event (one less than the first one's before any)."""
+        return self._next - 1
+
+    def subscribe(self, callback: Callable[[Event], None], key_filter: KeyFilter, *,
+                  since: int | None = None) -> Subscription:
+        """Subscribe ``callback`` to the events whose key matches ``key_filter``.
+
+        With ``since``, the kept events numbered above it that match are given first,
+        before this returns, in order; TooOld (and no subscription) when events after
+        ``since`` are missing from the window, or ``since`` is not a number this server
+        gave (larger than :attr:`last`, or from before the server started and older than
+        the window)."""
+        missed: list[Event] = []
+        if since is not None:
+            missed = list(self.missed(key_filter, since))
+        subscription = Subscription(self, callback, tuple(key_filter))
+        self._by_length.setdefault(len(key_filter), {})[subscription] = None
+        for event in missed:
+            callback(event)
+        return subscription
+
+    def missed(self, key_filter: KeyFilter, since: int) -> Iterator[Event]:
+        """The kept events numbered above ``since`` that match ``key_filter``; TooOld
+        (see :meth:`subscribe`) before any when they are not all kept."""
+        oldest = self._events[0].seq if self._events else self._next
+        # (the kept events are numbered oldest..last without a gap)
+        if not oldest - 1 <= since <= self.last:
+            raise TooOld(since, oldest, self.last)
+        events = itertools.islice(self._events, since - oldest + 1, None)
+        return (e for e in events if matches(key_filter, e.key))
+
+    # -- clients --------------------------------------------------------------------------
+
+    def register(self, client: Any) -> None:
+        """Note a live connection (it has ``close_live(code: int, reason: str)``), so
+        that a stop closes it."""
+        self._clients[client] = None
+
+    def unregister(self, client: Any) -> None:
+        self._clients.pop(client, None)
+        if not self._clients:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.called:
+                    waiter.callback(True)
+
+    def closed(self, reactor: Any, timeout: float) -> defer.Deferred[bool]:
+        """Fires with True once no live connection is open (after
+        :meth:`close_clients`: once every one has closed), or False after ``timeout``
+        seconds."""
+        if not self._clients:
+            return defer.succeed(True)
+        waiter: defer.Deferred[bool] = defer.Deferred()
+        self._waiters.append(waiter)
+        waiter.addTimeout(timeout, reactor, onTimeoutCancel=lambda *_: False)
+        return waiter
+
+    @property
+    def clients(self) -> int:
+        """How many live connections are open."""
+        return len(self._clients)
+
+    def close_clients(self, code: int, reason: str) -> None:
+        """Close every live connection (a stop: /ws close ``code`` and ``reason``)."""
+        for client in list(self._clients):
+            try:
+                client.close_live(code, reason)
+            except Exception:  # noqa: BLE001 - the others are closed all the same
+                log.failure("cannot close a live connection")

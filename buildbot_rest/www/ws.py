@@ -1,0 +1,348 @@
+# -*- test-case-name: tests.www.test_ws -*-
+"""The WebSocket of live events, ``/ws`` (autobahn): upstream's protocol (protocol.md 8.2)
+with COMPAT 20's fixes, resumable with ``since``, kept alive with pings, and bounded in
+memory per connection.
+
+A client sends JSON text frames, ``{"cmd": "startConsuming", "path": "builds/*/*",
+"_id": 1}``, and gets replies ``{"msg": "OK", "code": 200, "_id": 1}`` (errors
+``{"error": ..., "code": ..., "_id": ...}``) and events ``{"k": "builds/5/finished",
+"m": {...}, "s": 1732950000000123}``; what differs from upstream is listed in
+``docs/compatibility.rst``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import PreparedMessage
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from buildbot_rest.auth.service import AuthService
+from buildbot_rest.config import Config
+from buildbot_rest.data.context import ANONYMOUS
+from buildbot_rest.mq.live import Event, LiveEvents, Subscription, TooOld
+from buildbot_rest.www.encoding import JSON_TYPE
+from buildbot_rest.www.headers import SERVER
+from buildbot_rest.www.jsonrpc import origin_allowed
+from buildbot_rest.www.live import Backlog, key_filter
+from buildbot_rest.www.rest import UserSource, error_body
+
+log = Logger()
+
+#: close codes (RFC 6455 7.4.1): the server stops; a client breaks the rules (here: it
+#: reads its events too slowly)
+GOING_AWAY = 1001
+POLICY_VIOLATION = 1008
+#: seconds a close handshake may take (the client answering our close frame) before the
+#: connection is cut
+CLOSE_TIMEOUT = 5.0
+#: the bounds of the wait for a keepalive's answer (seconds): the ping interval, but no
+#: less (a busy server or a slow link answers late) and no more (a dead peer goes soon)
+PONG_WAIT = (2.0, 30.0)
+#: the largest frame and message a client may send (commands are small), in bytes; a
+#: larger one closes the connection (autobahn: close code 1009)
+MAX_FRAME = 1 << 16
+#: the most paths one connection may consume at once
+MAX_SUBSCRIPTIONS = 1000
+
+#: each command's arguments (required, optional): any other key of a frame but ``cmd``
+#: and ``type`` is an "Invalid method argument" (upstream: the keyword arguments of its
+#: ``cmd_<name>`` methods)
+_ARGUMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "ping": (("_id",), ()),
+    "startConsuming": (("path", "_id"), ("since",)),
+    "stopConsuming": (("path", "_id"), ()),
+}
+
+
+class WsResource(Resource):
+    """``/ws``: takes the connection of a WebSocket upgrade over from Twisted Web and
+    speaks the live events protocol on it (:class:`_Connection`).
+
+    A request that is no WebSocket upgrade is answered ``{"error": ...}`` in JSON:
+    405 for a method other than GET, 426 without ``Upgrade: websocket`` (or with a
+    WebSocket version other than 13), 400 for another faulty handshake, 403 from a page
+    of another site (its ``Origin``); 404 when the server has no live events (``live``
+    is None: no message queue). The caller's user (``auth.user_for``) is taken at the
+    upgrade. ``config`` gives ``ping_interval`` (seconds, 0: no pings) and
+    ``live_buffer`` (bytes a client may leave unread)."""
+
+    isLeaf = True
+
+    def __init__(self, live: LiveEvents | None, *, auth: UserSource | None,
+                 config: Config, reactor: Any) -> None:
+        super().__init__()
+        self.live = live
+        self.auth = auth
+        self.config = config
+        self.reactor = reactor
+        self.factory = WebSocketServerFactory(server=SERVER.decode(), reactor=reactor)
+        interval = config.ping_interval
+        self.factory.setProtocolOptions(
+            webStatus=False, versions=[13], failByDrop=False, autoPingInterval=interval,
+            autoPingTimeout=min(max(interval, PONG_WAIT[0]), PONG_WAIT[1]) if interval else 0,
+            closeHandshakeTimeout=CLOSE_TIMEOUT, maxFramePayloadSize=MAX_FRAME,
+            maxMessagePayloadSize=MAX_FRAME)
+
+    def render(self, request: Request) -> bytes | int:
+        channel: Any = request.channel
+        transport: Any = channel.transport if channel is not None else None
+        refused: tuple[int, str, dict[bytes, bytes]] | None
+        if self.live is None:
+            refused = (404, "no live events here: this server has no message queue", {})
+        elif (refusal := _refusal(request)) is not None:
+            refused = refusal
+        elif not self._origin_allowed(request):
+            refused = (403, "a page of another site may not open this WebSocket (its "
+                            "Origin is not this server's)", {})
+            # (the web UI reached by a name other than base_url's lands here: say so)
+            log.info("refused a /ws connection from origin {origin} (not base_url's "
+                     "origin {base}: set base_url to the address users open)",
+                     origin=(request.getHeader(b"origin") or b"").decode("latin-1"),
+                     base=self.config.base_url)
+        elif transport is None:  # (an HTTP/2 stream)
+            refused = (426, "a WebSocket needs an HTTP/1.1 connection", {})
+        else:
+            refused = None
+        if refused is not None:
+            code, message, headers = refused
+            request.setResponseCode(code)
+            request.setHeader(b"content-type", JSON_TYPE)
+            for name, value in headers.items():
+                request.setHeader(name, value)
+            return error_body(message)
+        user = self.auth.user_for(request) if self.auth is not None else ANONYMOUS
+        connection = _Connection(self, user)
+        connection.factory = self.factory
+        self._take_over(request, channel, transport, connection)
+        return NOT_DONE_YET
+
+    def _origin_allowed(self, request: Request) -> bool:
+        """A browser sends ``Origin``; a WebSocket is not bound by the same-origin
+        policy, so a page of another site could otherwise read the events with the
+        user's cookie. The origins allowed are JSON-RPC's (protocol.md 4.1)."""
+        origins = request.requestHeaders.getRawHeaders(b"origin")
+        return origins is None or origin_allowed(
+            origins, secure=request.isSecure(), host=request.getHeader(b"host"),
+            base_url=self.config.base_url or "")
+
+    def _take_over(self, request: Request, channel: Any, transport: Any,
+                   connection: _Connection) -> None:
+        """Give the HTTP connection to ``connection``, which redoes the handshake (as
+        autobahn's WebSocketResource) and then owns it; the HTTP channel lets it go."""
+        # The channel no longer counts it: no client_timeout on an idle WebSocket, and a
+        # stop's wait for open HTTP connections does not wait for it (it is closed
+        # through the live events).
+        channel.setTimeout(None)
+        connections = getattr(channel, "connections", None)
+        if connections is not None:
+            connections.discard(channel)
+        channel.transport = None
+        # (the channel is the producer of its transport, which it stopped reading while
+        # it answers: as autobahn's WebSocketResource)
+        network = getattr(channel, "_networkProducer", transport)
+        network.unregisterProducer()
+        if isinstance(transport, ProtocolWrapper):  # TLS
+            transport.wrappedProtocol = connection
+        elif isinstance(getattr(transport, "protocol", None), ProtocolWrapper):
+            transport.protocol.wrappedProtocol = connection
+        else:
+            transport.protocol = connection
+        connection.makeConnection(transport)
+        network.resumeProducing()
+        head = [b"%s %s HTTP/1.1" % (request.method, request.uri)]
+        head += [name + b": " + b",".join(values)
+                 for name, values in request.requestHeaders.getAllRawHeaders()]
+        connection.dataReceived(b"\r\n".join(head) + b"\r\n\r\n")
+
+
+def _tokens(request: Request, name: bytes) -> set[bytes]:
+    values = request.requestHeaders.getRawHeaders(name) or []
+    return {token.strip().lower() for value in values for token in value.split(b",")}
+
+
+def _refusal(request: Request) -> tuple[int, str, dict[bytes, bytes]] | None:
+    """Why ``request`` is no WebSocket handshake (RFC 6455 4.2.1), as (status, message,
+    headers); None if it is one."""
+    if request.method != b"GET":
+        return 405, "/ws is a WebSocket: open it with a GET upgrade", {b"allow": b"GET"}
+    upgrade = {b"upgrade": b"websocket", b"connection": b"Upgrade"}
+    if b"websocket" not in _tokens(request, b"upgrade"):
+        return 426, ("/ws is a WebSocket: connect with a WebSocket client "
+                     "('Upgrade: websocket')"), upgrade
+    if request.clientproto != b"HTTP/1.1":
+        return 400, "a WebSocket handshake must be HTTP/1.1", {}
+    if b"upgrade" not in _tokens(request, b"connection"):
+        return 400, "a WebSocket handshake needs 'Connection: Upgrade'", {}
+    if request.requestHeaders.getRawHeaders(b"sec-websocket-version") != [b"13"]:
+        return 426, "the WebSocket version must be 13", {
+            **upgrade, b"sec-websocket-version": b"13"}
+    keys = request.requestHeaders.getRawHeaders(b"sec-websocket-key") or []
+    try:
+        valid = len(keys) == 1 and len(base64.b64decode(keys[0], validate=True)) == 16
+    except binascii.Error:
+        valid = False
+    if not valid:
+        return 400, "a WebSocket handshake needs one Sec-WebSocket-Key (16 bytes, base64)", {}
+    return None
+
+
+class _Connection(WebSocketServerProtocol):
+    """One client of ``/ws``: its commands, its subscriptions (by path string, as
+    upstream), and its queue of frames to send (a :class:`Backlog`, bounded by
+    ``live_buffer``, through which replies and events go in order)."""
+
+    def __init__(self, resource: WsResource, user: Mapping[str, Any]) -> None:
+        super().__init__()
+        self._resource = resource
+        self._live: LiveEvents = resource.live  # type: ignore[assignment]
+        self.user = user
+        self._subscriptions: dict[str, Subscription] = {}
+        self._backlog: Backlog[bytes | PreparedMessage] | None = None
+
+    # -- the connection -------------------------------------------------------------
+
+    def onOpen(self) -> None:
+        self._backlog = Backlog(self._write, self._resource.config.live_buffer,
+                                self._overflow)
+        transport: Any = self.transport
+        transport.registerProducer(self._backlog, True)
+        self._live.register(self)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._stop()
+        self._live.unregister(self)
+        super().connectionLost(reason)
+
+    def _stop(self) -> None:
+        """Send nothing more: end every subscription and drop what waits."""
+        subscriptions, self._subscriptions = self._subscriptions, {}
+        for subscription in subscriptions.values():
+            subscription.stop()
+        if self._backlog is not None:
+            self._backlog.close()
+
+    def close_live(self, code: int, reason: str) -> None:
+        """Close with ``code`` and ``reason`` (a server stop: 1001 "server stopping");
+        a client that does not answer within :data:`CLOSE_TIMEOUT` seconds is cut."""
+        self._stop()
+        if self.state == self.STATE_OPEN:
+            # (autobahn's sendClose only takes 1000 and 3000-4999)
+            self.sendCloseFrame(code, reason.encode()[:123], isReply=False)
+
+    def _overflow(self, unread: int) -> None:
+        log.info("closed the WebSocket of {peer}: too slow, {n} bytes of events unread",
+                 peer=self.peer, n=unread)
+        self.close_live(POLICY_VIOLATION, f"too slow: {unread} bytes of events unread")
+
+    # -- sending ----------------------------------------------------------------------
+
+    def _write(self, item: bytes | PreparedMessage) -> None:
+        if self.state != self.STATE_OPEN:
+            return
+        if isinstance(item, bytes):
+            self.sendMessage(item)
+        else:
+            self.sendPreparedMessage(item)
+
+    def _reply(self, _id: Any, **body: Any) -> None:
+        data = json.dumps({**body, "_id": _id}, separators=(",", ":")).encode()
+        if self._backlog is not None:
+            self._backlog.send(data, len(data))
+
+    def _error(self, _id: Any, code: int, message: str) -> None:
+        self._reply(_id, error=message, code=code)
+
+    def _event(self, event: Event) -> None:
+        if self._backlog is not None:
+            frame = event.ws_frame()
+            self._backlog.send(event.encoded("ws-prepared", self._prepare), len(frame))
+
+    def _prepare(self, event: Event) -> PreparedMessage:
+        return self.factory.prepareMessage(event.ws_frame())
+
+    # -- receiving --------------------------------------------------------------------
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if isBinary:
+            return self._error(None, 400, "a binary frame: commands are JSON text frames")
+        try:
+            frame = json.loads(payload, parse_constant=_no_constant)
+        except ValueError as e:
+            return self._error(None, 400, f"a frame that is not JSON: {e}")
+        if not isinstance(frame, dict):
+            return self._error(None, 400, "a frame that is not a JSON object")
+        # upstream's checks, in its order
+        _id = frame.get("_id")
+        if frame.pop("type", None) is None and _id is None:
+            return self._error(None, 400, "no '_id' or 'type' in websocket frame")
+        cmd = frame.pop("cmd", None)
+        if cmd is None:
+            return self._error(None, 400, "no 'cmd' in websocket frame")
+        if not isinstance(cmd, str) or cmd not in _ARGUMENTS:
+            return self._error(_id, 404, f"no such command type '{cmd!s}'")
+        required, optional = _ARGUMENTS[cmd]
+        missing = [name for name in required if name not in frame]
+        unexpected = [name for name in frame if name not in required + optional]
+        if missing or unexpected:
+            problems = [f"{what} {', '.join(names)}" for what, names in
+                        (("missing", missing), ("unexpected", unexpected)) if names]
+            return self._error(_id, 400, f"Invalid method argument '{cmd}: "
+                                         f"{'; '.join(problems)}'")
+        try:
+            getattr(self, "_cmd_" + cmd)(**frame)
+        except Exception as e:  # noqa: BLE001 - the client is told, the connection stays
+            log.failure("the WebSocket command {cmd} failed", cmd=cmd)
+            self._error(_id, 500, f"Internal Error '{e!s}'")
+        return None
+
+    def _cmd_ping(self, _id: Any) -> None:
+        self._reply(_id, msg="pong", code=200)
+
+    def _cmd_startConsuming(self, path: Any, _id: Any, since: Any = None) -> None:
+        if not isinstance(path, str):
+            return self._error(_id, 400, f"invalid path format '{path!s}'")
+        if since is not None and (not isinstance(since, int) or isinstance(since, bool)):
+            return self._error(_id, 400, f"invalid since '{since!s}': the sequence "
+                                         f"number ('s') of an event is expected")
+        keys = key_filter(path)
+        auth = self._resource.auth
+        if isinstance(auth, AuthService) and not auth.may_subscribe(self.user, keys):
+            return self._error(_id, 403, f"not allowed to consume '{path}'")
+        if path not in self._subscriptions and len(self._subscriptions) >= MAX_SUBSCRIPTIONS:
+            return self._error(_id, 400, f"too many paths consumed: at most "
+                                         f"{MAX_SUBSCRIPTIONS} at once")
+        try:
+            # (read before subscribing, in the same turn: no event comes in between)
+            missed = list(self._live.missed(keys, since)) if since is not None else []
+        except TooOld as e:
+            return self._error(_id, 410, str(e))
+        if path not in self._subscriptions:
+            self._subscriptions[path] = self._live.subscribe(self._event, keys)
+        self._reply(_id, msg="OK", code=200)
+        for event in missed:
+            self._event(event)
+        return None
+
+    def _cmd_stopConsuming(self, path: Any, _id: Any) -> None:
+        if not isinstance(path, str):
+            return self._error(_id, 400, f"invalid path format '{path!s}'")
+        subscription = self._subscriptions.pop(path, None)
+        if subscription is None:
+            return self._error(_id, 400, f"path was not consumed '{path!s}'")
+        subscription.stop()
+        self._reply(_id, msg="OK", code=200)
+        return None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
