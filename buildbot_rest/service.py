@@ -101,6 +101,7 @@ class RestService(MultiService):
             log.info("database {url}: {message}", url=db.safe_url, message=status.message)
             if config.demo:
                 self._fill_demo(db)
+                config = self.config = self._demo_forcescheduler(db)
             self._sync_forceschedulers(db)
         finally:
             # Connections opened here must not outlive a fork (twistd daemonizing).
@@ -140,6 +141,20 @@ class RestService(MultiService):
             return
         log.info("force schedulers: {ids}", ids=", ".join(f"{n} (schedulerid {i})"
                                                           for n, i in ids.items()))
+
+    def _demo_forcescheduler(self, db: Database) -> Config:
+        # A demo without force schedulers of its own gets upstream's usual one, "force"
+        # on every builder (the demo's schedulers row of that name), so that the web UI's
+        # force button works out of the box.
+        if self.config.forceschedulers:
+            return self.config
+        with db.engine.connect() as conn:
+            names = list(conn.execute(sa.select(schema.builders.c.name)
+                                      .order_by(schema.builders.c.name)).scalars())
+        if not names:
+            return self.config
+        return self.config.merged(forceschedulers=[{"name": "force",
+                                                    "builder_names": names}])
 
     def _fill_demo(self, db: Database) -> None:
         from buildbot_rest import demo

@@ -393,3 +393,33 @@ async def test_stop_closes_idle_connections_at_once(tmp_path: Path) -> None:
     finally:
         client.hang_up()
     assert rest.stopped_cleanly
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_demo_has_upstreams_usual_force_scheduler(tmp_path: Path) -> None:
+    """With ``demo`` and no force schedulers of its own, the server serves "force" on
+    every builder (the demo's schedulers row of that name), so that the web UI's force
+    button works; one configured replaces it."""
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+
+    async def served(config: Config) -> tuple[list[str], list[Any], list[Any]]:
+        rest = RestService(config)
+        rest.startService()
+        try:
+            data = rest.data
+            read = [defer.ensureDeferred(data.get((path,)))
+                    for path in ("builders", "forceschedulers", "schedulers")]
+            # (each collection as (items, total))
+            (builders, _), (forceschedulers, _), (schedulers, _) = await within(
+                defer.gatherResults(read), "the reads")
+            return [b["name"] for b in builders], forceschedulers, schedulers
+        finally:
+            await within(mine(rest.stopService()), "the stop")
+
+    builders, [forced], schedulers = await served(Config(db_url=url, port=None, demo=True))
+    assert (forced["name"], sorted(forced["builder_names"])) == ("force", sorted(builders))
+    assert [s["name"] for s in schedulers].count("force") == 1
+    own = {"name": "mine", "builder_names": builders[:1]}
+    _, forceschedulers, _ = await served(Config(db_url=url, port=None, demo=True,
+                                                forceschedulers=[own]))
+    assert [f["name"] for f in forceschedulers] == ["mine"]
