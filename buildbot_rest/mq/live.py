@@ -99,9 +99,41 @@ class Subscription:
 
     def stop(self) -> None:
         """End it (idempotent): no event is given once this returns."""
-        subscribers = self._live._by_length.get(len(self.key_filter))
-        if subscribers is not None:
-            subscribers.pop(self, None)
+        filters = self._live._by_length.get(len(self.key_filter))
+        group = filters.get(self.key_filter) if filters is not None else None
+        if group is not None and group.discard(self) and filters is not None:
+            del filters[self.key_filter]
+
+
+class _Group:
+    """The subscriptions to one filter: an event is matched once for all of them (most
+    clients subscribe to the same few paths)."""
+
+    __slots__ = ("_members", "_snapshot")
+
+    def __init__(self) -> None:
+        # (a dict as an ordered set: given in order of subscription)
+        self._members: dict[Subscription, None] = {}
+        self._snapshot: tuple[Subscription, ...] | None = ()
+
+    def add(self, subscription: Subscription) -> None:
+        self._members[subscription] = None
+        self._snapshot = None
+
+    def discard(self, subscription: Subscription) -> bool:
+        """Remove ``subscription``; whether the group is empty now."""
+        if self._members.pop(subscription, False) is None:
+            self._snapshot = None
+        return not self._members
+
+    def members(self) -> tuple[Subscription, ...]:
+        """The subscriptions now (a copy: a callback may subscribe or unsubscribe)."""
+        if self._snapshot is None:
+            self._snapshot = tuple(self._members)
+        return self._snapshot
+
+    def __contains__(self, subscription: Subscription) -> bool:
+        return subscription in self._members
 
 
 class LiveEvents(Service):
@@ -122,9 +154,9 @@ class LiveEvents(Service):
         self._events: deque[Event] = deque(maxlen=window or 1)
         #: the number the next event gets
         self._next = int(clock() * 1_000_000)
-        # subscribers by filter length: an event is only matched against its own length
-        # (a dict as an ordered set: given in order of subscription)
-        self._by_length: dict[int, dict[Subscription, None]] = {}
+        # subscriptions by filter length, then by filter: an event is only matched
+        # against the filters of its own length, once per filter
+        self._by_length: dict[int, dict[KeyFilter, _Group]] = {}
         self._consumers: list[Consumer] = []
         #: the live connections (each with a ``close_live(code, reason)``)
         self._clients: dict[Any, None] = {}
@@ -153,11 +185,15 @@ class LiveEvents(Service):
         self._next += 1
         if self.window:
             self._events.append(event)
-        subscribers = self._by_length.get(len(key))
-        if not subscribers:
+        filters = self._by_length.get(len(key))
+        if not filters:
             return
-        for subscription in list(subscribers):
-            if subscription in subscribers and matches(subscription.key_filter, key):
+        groups = [group for key_filter, group in filters.items()
+                  if matches(key_filter, key)]
+        for group in groups:
+            for subscription in group.members():
+                if subscription not in group:
+                    continue  # (stopped by an earlier callback of this event)
                 try:
                     subscription.callback(event)
                 except Exception:  # noqa: BLE001 - one client must not stop the rest
@@ -183,7 +219,11 @@ class LiveEvents(Service):
         if since is not None:
             missed = list(self.missed(key_filter, since))
         subscription = Subscription(self, callback, tuple(key_filter))
-        self._by_length.setdefault(len(key_filter), {})[subscription] = None
+        filters = self._by_length.setdefault(len(key_filter), {})
+        group = filters.get(subscription.key_filter)
+        if group is None:
+            group = filters[subscription.key_filter] = _Group()
+        group.add(subscription)
         for event in missed:
             callback(event)
         return subscription

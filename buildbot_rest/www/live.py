@@ -6,14 +6,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any
 
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from buildbot_rest.mq.base import KeyFilter
-
-T = TypeVar("T")
 
 
 def key_filter(path: str) -> KeyFilter:
@@ -24,46 +22,102 @@ def key_filter(path: str) -> KeyFilter:
     return tuple(None if part == "*" else part for part in path.split("/"))
 
 
+class Flusher:
+    """Writes what many :class:`Backlog`\\ s gathered, once per reactor turn.
+
+    An event goes to every client subscribed to it, and a write to a transport costs far
+    more than gathering bytes: so a backlog does not write at once, it asks its flusher,
+    which writes each backlog's bytes of the turn in one piece at the start of the next
+    turn. When the server is busy, several events share a write, so the cost per event
+    falls as the load rises."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self._dirty: dict[Backlog, None] = {}
+        self._call: Any = None
+
+    def mark(self, backlog: Backlog) -> None:
+        """``backlog`` has bytes to write: write them in the next turn."""
+        self._dirty[backlog] = None
+        if self._call is None:
+            self._call = self._reactor.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """Write what every marked backlog gathered (now)."""
+        self._call = None
+        dirty, self._dirty = self._dirty, {}
+        for backlog in dirty:
+            backlog.flush()
+
+
 @implementer(IPushProducer)
-class Backlog(Generic[T]):
+class Backlog:
     """What one connection has to send, bounded in bytes.
 
     It is the push producer of the connection's transport: while the transport's buffer
-    is full (the client reads slower than it is sent to), items wait here; once more
+    is full (the client reads slower than it is sent to), data waits here; once more
     than ``limit`` bytes wait, ``overflow(waiting)`` is called once (it is to close the
     connection) and nothing more is kept. So a client that does not keep up costs at most
     ``limit`` bytes plus the transport's own buffer, and never stalls anyone else.
 
-    ``write(item)`` sends an item; ``send(item, size)`` sends it now or queues it."""
+    ``send(data)`` sends bytes (whole frames or records, in order): with a ``flusher``
+    in the flusher's next write of this backlog (the bytes of one turn joined, one
+    ``write(data)``), else at once."""
 
-    def __init__(self, write: Callable[[T], None], limit: int,
-                 overflow: Callable[[int], None]) -> None:
+    def __init__(self, write: Callable[[bytes], None], limit: int,
+                 overflow: Callable[[int], None], flusher: Flusher | None = None) -> None:
         self._write = write
         self.limit = limit
         self._overflow = overflow
-        self._waiting: deque[tuple[T, int]] = deque()
-        #: bytes waiting here
+        self._flusher = flusher
+        #: the bytes of this turn, for the flusher's write
+        self._batch: list[bytes] = []
+        #: what waits for the transport to take more
+        self._waiting: deque[bytes] = deque()
+        #: bytes waiting here for the transport
         self.size = 0
         self.paused = False
         #: whether the limit was passed (or the connection went away): nothing is sent
         self.closed = False
 
-    def send(self, item: T, size: int) -> None:
+    def send(self, data: bytes) -> None:
         if self.closed:
             return
         if not self.paused and not self._waiting:
-            self._write(item)
+            if self._flusher is None:
+                self._write(data)
+            else:
+                # (gathered for the next write: not behind, so not counted as waiting)
+                if not self._batch:
+                    self._flusher.mark(self)
+                self._batch.append(data)
             return
-        self._waiting.append((item, size))
+        self._waiting.append(data)
+        self._waited(len(data))
+
+    def _waited(self, size: int) -> None:
         self.size += size
         if self.size > self.limit:
             waiting = self.size
             self.close()
             self._overflow(waiting)
 
+    def flush(self) -> None:
+        """Write the bytes gathered in this turn (the flusher's call)."""
+        batch, self._batch = self._batch, []
+        if self.closed or not batch:
+            return
+        data = b"".join(batch)
+        if self.paused or self._waiting:
+            self._waiting.appendleft(data)  # (they came before what waits)
+            self._waited(len(data))
+            return
+        self._write(data)
+
     def close(self) -> None:
         """Drop what waits and send nothing more."""
         self.closed = True
+        self._batch.clear()
         self._waiting.clear()
         self.size = 0
 
@@ -76,9 +130,9 @@ class Backlog(Generic[T]):
         self.paused = False
         # (a write may fill the transport's buffer again: it pauses this in the middle)
         while self._waiting and not self.paused and not self.closed:
-            item, size = self._waiting.popleft()
-            self.size -= size
-            self._write(item)
+            data = self._waiting.popleft()
+            self.size -= len(data)
+            self._write(data)
 
     def stopProducing(self) -> None:
         self.close()

@@ -39,7 +39,7 @@ from buildbot_rest.data.errors import ApiError, BadRequest, Forbidden, NotFound
 from buildbot_rest.mq.base import KeyFilter
 from buildbot_rest.mq.live import Event, LiveEvents, Subscription, TooOld
 from buildbot_rest.www.encoding import JSON_TYPE
-from buildbot_rest.www.live import Backlog
+from buildbot_rest.www.live import Backlog, Flusher
 from buildbot_rest.www.rest import UserSource, decode_path, error_body, error_headers
 
 log = Logger()
@@ -81,8 +81,8 @@ class _Stream:
         self.owner = _identity(user)
         self.uuid = str(uuid.uuid4())
         self.subscriptions: dict[KeyFilter, Subscription] = {}
-        self.backlog: Backlog[bytes] = Backlog(self._write, resource.config.live_buffer,
-                                               self._overflow)
+        self.backlog = Backlog(self._write, resource.config.live_buffer, self._overflow,
+                               resource.flusher)
         #: the records given before the handshake is written (a resume's missed events)
         self._early: list[bytes] | None = []
         self._ping: task.LoopingCall | None = None
@@ -94,7 +94,7 @@ class _Stream:
         if self._early is not None:
             self._early.append(record)
         else:
-            self.backlog.send(record, len(record))
+            self.backlog.send(record)
 
     def start(self) -> None:
         """Answer 200 and write the handshake, then the records given so far."""
@@ -107,7 +107,7 @@ class _Stream:
         request.registerProducer(self.backlog, True)
         early, self._early = self._early or [], None
         for record in [b"event: handshake\ndata: %s\n\n" % self.uuid.encode(), *early]:
-            self.backlog.send(record, len(record))
+            self.backlog.send(record)
         interval = self._resource.config.ping_interval
         if interval:
             self._ping = task.LoopingCall(self._keepalive)
@@ -121,7 +121,7 @@ class _Stream:
     def _keepalive(self) -> None:
         # (a stream whose client lags behind has bytes on their way: no comment needed)
         if not self.backlog.paused:
-            self.backlog.send(KEEPALIVE, len(KEEPALIVE))
+            self.backlog.send(KEEPALIVE)
 
     def _overflow(self, waiting: int) -> None:
         peer = self.request.getClientAddress()
@@ -174,6 +174,8 @@ class SseResource(Resource):
         self.auth = auth
         self.config = config
         self.reactor = reactor
+        #: writes the connections' events of a reactor turn together
+        self.flusher = Flusher(reactor)
         #: the open streams, by uuid
         self.streams: dict[str, _Stream] = {}
 

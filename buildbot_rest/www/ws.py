@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.protocol import PreparedMessage
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
@@ -33,7 +32,7 @@ from buildbot_rest.mq.live import Event, LiveEvents, Subscription, TooOld
 from buildbot_rest.www.encoding import JSON_TYPE
 from buildbot_rest.www.headers import SERVER
 from buildbot_rest.www.jsonrpc import origin_allowed
-from buildbot_rest.www.live import Backlog, key_filter
+from buildbot_rest.www.live import Backlog, Flusher, key_filter
 from buildbot_rest.www.rest import UserSource, error_body
 
 log = Logger()
@@ -85,6 +84,8 @@ class WsResource(Resource):
         self.auth = auth
         self.config = config
         self.reactor = reactor
+        #: writes the connections' events of a reactor turn together
+        self.flusher = Flusher(reactor)
         self.factory = WebSocketServerFactory(server=SERVER.decode(), reactor=reactor)
         interval = config.ping_interval
         self.factory.setProtocolOptions(
@@ -207,13 +208,13 @@ class _Connection(WebSocketServerProtocol):
         self._live: LiveEvents = resource.live  # type: ignore[assignment]
         self.user = user
         self._subscriptions: dict[str, Subscription] = {}
-        self._backlog: Backlog[bytes | PreparedMessage] | None = None
+        self._backlog: Backlog | None = None
 
     # -- the connection -------------------------------------------------------------
 
     def onOpen(self) -> None:
         self._backlog = Backlog(self._write, self._resource.config.live_buffer,
-                                self._overflow)
+                                self._overflow, self._resource.flusher)
         transport: Any = self.transport
         transport.registerProducer(self._backlog, True)
         self._live.register(self)
@@ -246,29 +247,32 @@ class _Connection(WebSocketServerProtocol):
 
     # -- sending ----------------------------------------------------------------------
 
-    def _write(self, item: bytes | PreparedMessage) -> None:
-        if self.state != self.STATE_OPEN:
-            return
-        if isinstance(item, bytes):
-            self.sendMessage(item)
-        else:
-            self.sendPreparedMessage(item)
+    def _write(self, frames: bytes) -> None:
+        # (whole text frames, framed once by autobahn: no compression is negotiated, and
+        # a server does not mask)
+        if self.state == self.STATE_OPEN and self.transport is not None:
+            self.transport.write(frames)
+
+    def _frame(self, payload: bytes) -> bytes:
+        """``payload`` as a whole text frame."""
+        frame: bytes = self.factory.prepareMessage(payload).payloadHybi
+        return frame
 
     def _reply(self, _id: Any, **body: Any) -> None:
         data = json.dumps({**body, "_id": _id}, separators=(",", ":")).encode()
         if self._backlog is not None:
-            self._backlog.send(data, len(data))
+            self._backlog.send(self._frame(data))
 
     def _error(self, _id: Any, code: int, message: str) -> None:
         self._reply(_id, error=message, code=code)
 
     def _event(self, event: Event) -> None:
         if self._backlog is not None:
-            frame = event.ws_frame()
-            self._backlog.send(event.encoded("ws-prepared", self._prepare), len(frame))
+            self._backlog.send(event.encoded("ws-framed", self._framed))
 
-    def _prepare(self, event: Event) -> PreparedMessage:
-        return self.factory.prepareMessage(event.ws_frame())
+    def _framed(self, event: Event) -> bytes:
+        # (the same bytes for every client: made once per event)
+        return self._frame(event.ws_frame())
 
     # -- receiving --------------------------------------------------------------------
 
