@@ -169,6 +169,8 @@ def derive_base_url(port: str | None) -> str:
     return f"{scheme}://{host}/"
 
 
+_SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*\Z")
+
 _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "db_url": ((str,), "a string"),
     "port": ((str, type(None)), "a string"),
@@ -221,6 +223,16 @@ def _check(key: str, value: Any, where: str) -> None:
         raise ConfigError(f"{where}'{key}' must be at least 0, not {value}")
     if key == "live_buffer" and isinstance(value, int) and 0 <= value < 1024:
         raise ConfigError(f"{where}'live_buffer' must be at least 1024 bytes, not {value}")
+    if key == "ui_default_config" and isinstance(value, dict):
+        for name, setting in value.items():
+            # (the UI reads "Group.name" keys, and logs an error on each page for others)
+            if not _SETTING_NAME.match(name):
+                raise ConfigError(f"{where}ui_default_config: {name!r} is not a setting "
+                                  f"name of the form \"Group.name\" "
+                                  f"(\"Builders.buildFetchLimit\")")
+            if isinstance(setting, (dict, list)):
+                raise ConfigError(f"{where}ui_default_config.{name} must be a string, a "
+                                  f"number or a boolean, not {_type_name(setting)}")
     if key == "access_log" and not value:
         raise ConfigError(f"{where}'access_log' must be \"-\", \"off\" or a file path, "
                           "not empty")

@@ -125,6 +125,10 @@ def test_empty_port_means_no_listening() -> None:
     ("title = 1\n", "'title' must be a string, not integer"),
     ('ui = "no"\n', "'ui' must be a boolean, not string"),
     ('ui_default_config = "x"\n', "'ui_default_config' must be a table, not string"),
+    ('[ui_default_config]\n"x</script>" = 1\n', "ui_default_config: 'x</script>' is not a "
+                                                 'setting name of the form "Group.name"'),
+    ('[ui_default_config]\n"Builders.x" = [1]\n',
+     "ui_default_config.Builders.x must be a string, a number or a boolean, not array"),
 ])
 def test_bad_files(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text)

@@ -99,10 +99,7 @@ class Subscription:
 
     def stop(self) -> None:
         """End it (idempotent): no event is given once this returns."""
-        filters = self._live._by_length.get(len(self.key_filter))
-        group = filters.get(self.key_filter) if filters is not None else None
-        if group is not None and group.discard(self) and filters is not None:
-            del filters[self.key_filter]
+        self._live._unsubscribe(self)
 
 
 class _Group:
@@ -140,7 +137,8 @@ class LiveEvents(Service):
     """Numbers every message of ``mq`` and hands them to subscribers, keeping the
     latest ``window`` events for subscribers that resume.
 
-    Events are given in the reactor thread, in the order the queue delivers them. A
+    Events are given in the reactor thread, in the order the queue delivers them (to the
+    subscribers of one filter in the order they subscribed). A
     subscriber's callback must not raise (one that does is logged and the others still
     get the event). The connections of live clients register with :meth:`register` so
     that a stop closes them first (:meth:`close_clients`)."""
@@ -154,9 +152,12 @@ class LiveEvents(Service):
         self._events: deque[Event] = deque(maxlen=window or 1)
         #: the number the next event gets
         self._next = int(clock() * 1_000_000)
-        # subscriptions by filter length, then by filter: an event is only matched
-        # against the filters of its own length, once per filter
-        self._by_length: dict[int, dict[KeyFilter, _Group]] = {}
+        # the subscriptions, by filter in a trie per filter length: each level maps an
+        # element (None: the wildcard) to the next level, the last one to the group of
+        # the filter's subscriptions. An event follows its own elements and the
+        # wildcards: the cost does not grow with the number of filters that do not
+        # match it (a client may subscribe to many).
+        self._index: dict[int, dict[Any, Any]] = {}
         self._consumers: list[Consumer] = []
         #: the live connections (each with a ``close_live(code, reason)``)
         self._clients: dict[Any, None] = {}
@@ -185,12 +186,7 @@ class LiveEvents(Service):
         self._next += 1
         if self.window:
             self._events.append(event)
-        filters = self._by_length.get(len(key))
-        if not filters:
-            return
-        groups = [group for key_filter, group in filters.items()
-                  if matches(key_filter, key)]
-        for group in groups:
+        for group in self._groups(key):
             for subscription in group.members():
                 if subscription not in group:
                     continue  # (stopped by an earlier callback of this event)
@@ -219,14 +215,54 @@ class LiveEvents(Service):
         if since is not None:
             missed = list(self.missed(key_filter, since))
         subscription = Subscription(self, callback, tuple(key_filter))
-        filters = self._by_length.setdefault(len(key_filter), {})
-        group = filters.get(subscription.key_filter)
-        if group is None:
-            group = filters[subscription.key_filter] = _Group()
-        group.add(subscription)
+        if key_filter:
+            node = self._index.setdefault(len(key_filter), {})
+            for element in key_filter[:-1]:
+                node = node.setdefault(element, {})
+            group = node.get(key_filter[-1])
+            if group is None:
+                group = node[key_filter[-1]] = _Group()
+            group.add(subscription)
         for event in missed:
             callback(event)
         return subscription
+
+    def _groups(self, key: RoutingKey) -> list[_Group]:
+        """The groups of the filters that match ``key``."""
+        root = self._index.get(len(key))
+        if root is None or not key:
+            return []
+        nodes: list[dict[Any, Any]] = [root]
+        for element in key[:-1]:
+            nodes = [child for node in nodes
+                     for child in (node.get(element), node.get(None)) if child is not None]
+            if not nodes:
+                return []
+        return [group for node in nodes
+                for group in (node.get(key[-1]), node.get(None)) if group is not None]
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        key_filter = subscription.key_filter
+        node = self._index.get(len(key_filter))
+        if node is None or not key_filter:
+            return
+        path: list[tuple[dict[Any, Any], Any]] = []
+        for element in key_filter[:-1]:
+            path.append((node, element))
+            node = node.get(element)
+            if node is None:
+                return
+        group = node.get(key_filter[-1])
+        if group is None or not group.discard(subscription):
+            return
+        # the group is empty: drop it, and the levels it leaves empty
+        del node[key_filter[-1]]
+        for parent, element in reversed(path):
+            if parent[element]:
+                return
+            del parent[element]
+        if not self._index[len(key_filter)]:
+            del self._index[len(key_filter)]
 
     def missed(self, key_filter: KeyFilter, since: int) -> Iterator[Event]:
         """The kept events numbered above ``since`` that match ``key_filter``; TooOld

@@ -13,6 +13,10 @@ from zope.interface import implementer
 
 from buildbot_rest.mq.base import KeyFilter
 
+#: the most paths one /ws connection or /sse stream may subscribe to at once (each costs
+#: the server memory and a little work per event)
+MAX_SUBSCRIPTIONS = 1000
+
 
 def key_filter(path: str) -> KeyFilter:
     """The routing key filter of a subscription path, as upstream reads one

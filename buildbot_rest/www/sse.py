@@ -39,7 +39,7 @@ from buildbot_rest.data.errors import ApiError, BadRequest, Forbidden, NotFound
 from buildbot_rest.mq.base import KeyFilter
 from buildbot_rest.mq.live import Event, LiveEvents, Subscription, TooOld
 from buildbot_rest.www.encoding import JSON_TYPE
-from buildbot_rest.www.live import Backlog, Flusher
+from buildbot_rest.www.live import MAX_SUBSCRIPTIONS, Backlog, Flusher
 from buildbot_rest.www.rest import UserSource, decode_path, error_body, error_headers
 
 log = Logger()
@@ -212,6 +212,10 @@ class SseResource(Resource):
         wanted = self._filter(path)
         if command == "add":
             self._authorize(user, wanted, path)
+            if (wanted not in stream.subscriptions
+                    and len(stream.subscriptions) >= MAX_SUBSCRIPTIONS):
+                raise BadRequest(f"too many paths: a stream may have at most "
+                                 f"{MAX_SUBSCRIPTIONS}")
             if wanted not in stream.subscriptions:
                 stream.subscriptions[wanted] = self.live.subscribe(stream.deliver, wanted)
         else:
@@ -267,8 +271,8 @@ class SseResource(Resource):
         """The ``Last-Event-ID`` header's number (a stream to resume), None without one;
         400 for anything but a number."""
         value = request.getHeader(b"last-event-id")
-        if value is None:
-            return None
+        if value is None or not value.strip(b" \t"):
+            return None  # (an empty one: nothing to resume, as the header's absence)
         if not _SEQ.fullmatch(value.strip(b" \t")):
             raise BadRequest(f"Last-Event-ID must be the id of an event (a number), not "
                              f"{value.decode('latin-1')!r}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,7 +33,7 @@ from buildbot_rest.mq.live import Event, LiveEvents, Subscription, TooOld
 from buildbot_rest.www.encoding import JSON_TYPE
 from buildbot_rest.www.headers import SERVER
 from buildbot_rest.www.jsonrpc import origin_allowed
-from buildbot_rest.www.live import Backlog, Flusher, key_filter
+from buildbot_rest.www.live import MAX_SUBSCRIPTIONS, Backlog, Flusher, key_filter
 from buildbot_rest.www.rest import UserSource, error_body
 
 log = Logger()
@@ -50,8 +51,6 @@ PONG_WAIT = (2.0, 30.0)
 #: the largest frame and message a client may send (commands are small), in bytes; a
 #: larger one closes the connection (autobahn: close code 1009)
 MAX_FRAME = 1 << 16
-#: the most paths one connection may consume at once
-MAX_SUBSCRIPTIONS = 1000
 
 #: each command's arguments (required, optional): any other key of a frame but ``cmd``
 #: and ``type`` is an "Invalid method argument" (upstream: the keyword arguments of its
@@ -116,7 +115,8 @@ class WsResource(Resource):
             refused = None
         if refused is not None:
             code, message, headers = refused
-            request.setResponseCode(code)
+            # (Twisted knows no reason phrase for 426)
+            request.setResponseCode(code, b"Upgrade Required" if code == 426 else None)
             request.setHeader(b"content-type", JSON_TYPE)
             for name, value in headers.items():
                 request.setHeader(name, value)
@@ -164,6 +164,12 @@ class WsResource(Resource):
         head += [name + b": " + b",".join(values)
                  for name, values in request.requestHeaders.getAllRawHeaders()]
         connection.dataReceived(b"\r\n".join(head) + b"\r\n\r\n")
+        # The request never finishes as HTTP: its access log line is written now, with
+        # the status of the handshake autobahn answered.
+        site = getattr(channel, "factory", None)
+        if site is not None and connection.state == connection.STATE_OPEN:
+            request.setResponseCode(101)
+            site.log(request)
 
 
 def _tokens(request: Request, name: bytes) -> set[bytes]:
@@ -182,6 +188,8 @@ def _refusal(request: Request) -> tuple[int, str, dict[bytes, bytes]] | None:
                      "('Upgrade: websocket')"), upgrade
     if request.clientproto != b"HTTP/1.1":
         return 400, "a WebSocket handshake must be HTTP/1.1", {}
+    if not request.requestHeaders.getRawHeaders(b"host"):
+        return 400, "a WebSocket handshake needs a Host header", {}
     if b"upgrade" not in _tokens(request, b"connection"):
         return 400, "a WebSocket handshake needs 'Connection: Upgrade'", {}
     if request.requestHeaders.getRawHeaders(b"sec-websocket-version") != [b"13"]:
@@ -259,7 +267,11 @@ class _Connection(WebSocketServerProtocol):
         return frame
 
     def _reply(self, _id: Any, **body: Any) -> None:
-        data = json.dumps({**body, "_id": _id}, separators=(",", ":")).encode()
+        try:
+            data = json.dumps({**body, "_id": _id}, separators=(",", ":"),
+                              allow_nan=False).encode()
+        except (RecursionError, ValueError):  # (an _id nested too deep to echo)
+            data = json.dumps({**body, "_id": None}, separators=(",", ":")).encode()
         if self._backlog is not None:
             self._backlog.send(self._frame(data))
 
@@ -280,9 +292,11 @@ class _Connection(WebSocketServerProtocol):
         if isBinary:
             return self._error(None, 400, "a binary frame: commands are JSON text frames")
         try:
-            frame = json.loads(payload, parse_constant=_no_constant)
+            frame = json.loads(payload, parse_constant=_no_constant, parse_float=_finite)
         except ValueError as e:
             return self._error(None, 400, f"a frame that is not JSON: {e}")
+        except RecursionError:
+            return self._error(None, 400, "a frame that is not JSON: nested too deeply")
         if not isinstance(frame, dict):
             return self._error(None, 400, "a frame that is not a JSON object")
         # upstream's checks, in its order
@@ -350,3 +364,11 @@ class _Connection(WebSocketServerProtocol):
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    # (1e999 would be read as infinity, which no JSON reply can hold)
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value

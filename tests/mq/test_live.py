@@ -173,3 +173,33 @@ def test_a_stop_closes_the_clients_and_consumes_no_more() -> None:
     assert gone.closed == [] and live.clients == 0
     mq.produce(("a",), {})
     assert got == []
+
+
+def test_the_index_gives_each_event_to_exactly_the_matching_filters() -> None:
+    """Checked against the queue's own ``matches`` over many random filters and keys,
+    with wildcards anywhere, filters shared by several subscriptions, and stops."""
+    import random
+
+    from buildbot_rest.mq import matches
+
+    rng = random.Random(12)
+    mq, live = started()
+    elements = ["a", "b", "c"]
+    got: dict[int, list[str]] = {}
+    subscriptions = {}
+    for n in range(300):
+        length = rng.randint(1, 4)
+        key_filter = tuple(rng.choice([*elements, None]) for _ in range(length))
+        got[n] = []
+        subscriptions[n] = (key_filter, live.subscribe(
+            lambda e, n=n: got[n].append("/".join(e.key)), key_filter))
+    for n in rng.sample(sorted(subscriptions), 100):
+        subscriptions.pop(n)[1].stop()
+    keys = [tuple(rng.choice(elements) for _ in range(rng.randint(1, 4))) for _ in range(200)]
+    for key in keys:
+        mq.produce(key, {})
+    for n, (key_filter, _) in subscriptions.items():
+        assert got[n] == ["/".join(k) for k in keys if matches(key_filter, k)], key_filter
+    for _, subscription in subscriptions.values():
+        subscription.stop()
+    assert live._index == {}  # (every level left empty is dropped)

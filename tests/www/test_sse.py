@@ -23,7 +23,7 @@ from buildbot_rest.auth.service import AuthService
 from buildbot_rest.config import Config
 from buildbot_rest.db import schema as s
 from buildbot_rest.service import RestService
-from buildbot_rest.www import WebApp
+from buildbot_rest.www import WebApp, sse
 from tests.www.conftest import Api, own_server
 from tests.www.test_disconnect import (  # noqa: F401 - logged is a fixture
     Client,
@@ -214,6 +214,22 @@ async def test_a_path_that_is_not_utf8_is_400(sqlite: Api, path: str) -> None:
 # -- add and remove ------------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
+async def test_a_stream_has_at_most_max_subscriptions_paths(
+        sqlite: Api, streams: list[Stream], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sse, "MAX_SUBSCRIPTIONS", 3)
+    stream = await open_stream(port_of(sqlite), "/sse/listen/a/1")
+    streams.append(stream)
+    for n in (2, 3):
+        assert (await sqlite.get(f"/sse/add/{stream.uuid}/a/{n}")).code == 200
+    assert (await sqlite.get(f"/sse/add/{stream.uuid}/a/2")).code == 200  # (had it)
+    reply = await sqlite.get(f"/sse/add/{stream.uuid}/a/4")
+    assert (reply.code, reply.json) == (400, {"error": "too many paths: a stream may have "
+                                                       "at most 3"})
+    assert (await sqlite.get(f"/sse/remove/{stream.uuid}/a/1")).code == 200
+    assert (await sqlite.get(f"/sse/add/{stream.uuid}/a/4")).code == 200
+
+
+@pytest_twisted.ensureDeferred
 async def test_add_and_remove(sqlite: Api, streams: list[Stream]) -> None:
     assert sqlite.mq is not None
     stream = await open_stream(port_of(sqlite), "/sse")
@@ -336,12 +352,22 @@ async def test_410_when_the_events_are_gone(sqlite: Api, streams: list[Stream]) 
         assert f"Last-Event-ID {last} are no longer kept" in reply.json["error"]
 
 
-@pytest.mark.parametrize("value", ["", "x", "-1", "1.5", "+3", "0x10", "١٢"])
+@pytest.mark.parametrize("value", ["x", "-1", "1.5", "+3", "0x10", "١٢"])
 @pytest_twisted.ensureDeferred
 async def test_a_last_event_id_that_is_no_number_is_400(sqlite: Api, value: str) -> None:
     reply = await sqlite.get("/sse/listen/builds/*/new", headers={"Last-Event-ID": value})
     assert reply.code == 400
     assert "Last-Event-ID must be the id of an event" in reply.json["error"]
+
+
+@pytest.mark.parametrize("value", ["", " "])
+@pytest_twisted.ensureDeferred
+async def test_an_empty_last_event_id_is_no_resume(
+        sqlite: Api, streams: list[Stream], value: str) -> None:
+    stream = await open_stream(port_of(sqlite), "/sse/listen/builds/*/new",
+                               {"Last-Event-ID": value})
+    streams.append(stream)
+    assert [r["event"] for r in stream.records()] == ["handshake"]
 
 
 @pytest_twisted.ensureDeferred

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -188,6 +189,21 @@ async def test_what_is_no_websocket_handshake_gets_a_json_error(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_426_has_its_reason_phrase_and_the_upgrade_its_access_log_line(
+        tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    async with serving(tmp_path, access_log=str(log)) as rest:
+        response = await treq.get(f"http://127.0.0.1:{port_of(rest)}/ws", persistent=False)
+        await response.content()
+        assert (response.code, response.phrase) == (426, b"Upgrade Required")
+        client = await connect(port_of(rest))
+        await client.synced()
+        await closed(client)
+    assert re.findall(r'"(GET /ws HTTP/1.1)" (\d+) ', log.read_text()) == [
+        ("GET /ws HTTP/1.1", "426"), ("GET /ws HTTP/1.1", "101")]
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_page_of_another_site_may_not_open_it(rest: RestService) -> None:
     own = await connect(port_of(rest), origin=f"http://127.0.0.1:{port_of(rest)}")
     await own.synced()
@@ -290,6 +306,9 @@ async def test_type_is_popped_and_ignored(rest: RestService) -> None:
     (b"not json", False, "not JSON"),
     (b"", False, "not JSON"),
     (b'{"cmd": "ping", "_id": NaN}', False, "not JSON"),
+    (b'{"cmd": "ping", "_id": 1e999}', False, "out of range"),
+    (b'{"cmd": "ping", "_id": ' + b"[" * 5000 + b"]" * 5000 + b"}", False, "nested too deeply"),
+    (b"[" * 30000 + b"]" * 30000, False, "nested too deeply"),
     (b"[1, 2]", False, "not a JSON object"),
     (b'"ping"', False, "not a JSON object"),
     (b'{"cmd": "ping", "_id": 1}', True, "binary"),
@@ -307,6 +326,26 @@ async def test_a_malformed_frame_gets_an_error_and_the_connection_stays(
     await client.consume("builds/*/*")
     produce(rest, "builds/1/new", {"buildid": 1})
     await until(lambda: client.events() != [], "an event")
+    await closed(client)
+
+
+@pytest_twisted.ensureDeferred
+async def test_ids_near_the_parsers_depth_limit_get_a_reply_and_keep_the_connection(
+        rest: RestService) -> None:
+    """Around the depth where reading the frame or writing its ``_id`` back runs out of
+    stack, each frame gets a reply: its pong (the ``_id`` echoed, or null when it is too
+    deep to write) or a 400."""
+    client = await connect(port_of(rest))
+    depths = range(900, 1001, 10)
+    for depth in depths:
+        client.sendMessage(b'{"cmd": "ping", "_id": ' + b"[" * depth + b"1" + b"]" * depth
+                           + b"}")
+    await until(lambda: len(client.frames) == len(depths), "the replies")
+    for reply in client.frames:
+        assert reply in ({"msg": "pong", "code": 200, "_id": None},
+                         {"error": "a frame that is not JSON: nested too deeply",
+                          "code": 400, "_id": None}) or (
+            reply["code"] == 200 and isinstance(reply["_id"], list)), reply
     await closed(client)
 
 
@@ -390,7 +429,7 @@ async def test_a_disconnect_ends_the_subscriptions(rest: RestService) -> None:
     await closed(client)
     # (the connections of the tests before are gone too by now, or soon)
     await until(lambda: live.clients == 0, "the unregistering")
-    assert not any(live._by_length.values())
+    assert live._index == {}  # (no subscription left)
 
 
 # -- resume ------------------------------------------------------------------------------------
