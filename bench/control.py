@@ -46,7 +46,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from bench.run import Connection, HttpError, Server
+from bench.run import Connection, HttpError, Server, write_report
 from buildbot_rest.db import schema as s
 from buildbot_rest.db.database import make_engine
 
@@ -701,11 +701,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        out.with_suffix(".txt").write_text(format_report(report))
-        print(f"wrote {out} and {out.with_suffix('.txt')}")
+        write_report(args.out, report, format_report(report))
     failed = [r for r in report["results"] if r["server"] == "ours" and not r["consistent"]]
     return 1 if failed else 0
 

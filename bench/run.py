@@ -682,6 +682,15 @@ def format_plans(plans: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
+def write_report(out_path: str, report: dict[str, Any], text: str) -> None:
+    """The JSON ``report`` at ``out_path`` and its ``text`` beside it (``.txt``)."""
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".txt").write_text(text)
+    print(f"wrote {out} and {out.with_suffix('.txt')}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--serve"]:
@@ -723,11 +732,7 @@ def main(argv: list[str] | None = None) -> int:
     if report.get("plans_with_indexes"):
         print("\nwith the extra indexes:\n" + format_plans(report["plans_with_indexes"]), end="")
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        out.with_suffix(".txt").write_text(text)
-        print(f"wrote {out} and {out.with_suffix('.txt')}")
+        write_report(args.out, report, text)
     return 0
 
 

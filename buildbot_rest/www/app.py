@@ -49,7 +49,8 @@ class WebApp:
             reactor = default_reactor
         self.connector = connector
         self.rest = RestResource(connector, auth=auth)
-        config = connector.config if connector.config is not None else Config()
+        # (a program may give the connector a configuration of its own kind)
+        config = connector.config if isinstance(connector.config, Config) else Config()
         if live is None and connector.mq is not None:
             live = LiveEvents(connector.mq, window=config.resume_window)
             live.startService()

@@ -163,7 +163,8 @@ class UiResource(Resource):
         super().__init__()
         self.connector = connector
         self.auth = auth
-        self.config: Config | None = connector.config
+        self.config: Config | None = (connector.config if isinstance(connector.config, Config)
+                                      else None)
         settings = self.config if self.config is not None else Config()
         self.ui = find_ui() if settings.ui else frontend.NoUi(
             "the web UI is turned off (the setting ui = false)")
