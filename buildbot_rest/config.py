@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -226,13 +227,19 @@ def _check(key: str, value: Any, where: str) -> None:
     if key == "ui_default_config" and isinstance(value, dict):
         for name, setting in value.items():
             # (the UI reads "Group.name" keys, and logs an error on each page for others)
+            if isinstance(setting, dict):
+                raise ConfigError(f"{where}ui_default_config.{name} must be a string, a "
+                                  f"finite number or a boolean, not a table (quote a "
+                                  f"dotted name: \"Builders.buildFetchLimit\" = 500)")
             if not _SETTING_NAME.match(name):
                 raise ConfigError(f"{where}ui_default_config: {name!r} is not a setting "
                                   f"name of the form \"Group.name\" "
                                   f"(\"Builders.buildFetchLimit\")")
-            if isinstance(setting, (dict, list)):
+            if not isinstance(setting, (str, int, float)) or (
+                    isinstance(setting, float) and not math.isfinite(setting)):
                 raise ConfigError(f"{where}ui_default_config.{name} must be a string, a "
-                                  f"number or a boolean, not {_type_name(setting)}")
+                                  f"finite number or a boolean, not "
+                                  f"{_type_name(setting)}")
     if key == "access_log" and not value:
         raise ConfigError(f"{where}'access_log' must be \"-\", \"off\" or a file path, "
                           "not empty")

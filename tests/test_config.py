@@ -128,7 +128,16 @@ def test_empty_port_means_no_listening() -> None:
     ('[ui_default_config]\n"x</script>" = 1\n', "ui_default_config: 'x</script>' is not a "
                                                  'setting name of the form "Group.name"'),
     ('[ui_default_config]\n"Builders.x" = [1]\n',
-     "ui_default_config.Builders.x must be a string, a number or a boolean, not array"),
+     "ui_default_config.Builders.x must be a string, a finite number or a boolean, not "
+     "array"),
+    ('[ui_default_config]\n"Builders.x" = 2026-11-30\n',
+     "ui_default_config.Builders.x must be a string, a finite number or a boolean, not "
+     "date"),
+    ('[ui_default_config]\n"Builders.x" = inf\n',
+     "ui_default_config.Builders.x must be a string, a finite number or a boolean"),
+    ('[ui_default_config]\nBuilders.buildFetchLimit = 500\n',
+     'ui_default_config.Builders must be a string, a finite number or a boolean, not a '
+     'table (quote a dotted name: "Builders.buildFetchLimit" = 500)'),
 ])
 def test_bad_files(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text)

@@ -16,6 +16,9 @@ from buildbot_rest.mq.base import KeyFilter
 #: the most paths one /ws connection or /sse stream may subscribe to at once (each costs
 #: the server memory and a little work per event)
 MAX_SUBSCRIPTIONS = 1000
+#: the bytes a :class:`Backlog` gathers before it writes them without waiting for the
+#: end of the reactor turn (a transport's own buffer holds 64 KiB before it pauses)
+FLUSH_AT = 64 * 1024
 
 
 def key_filter(path: str) -> KeyFilter:
@@ -76,6 +79,7 @@ class Backlog:
         self._flusher = flusher
         #: the bytes of this turn, for the flusher's write
         self._batch: list[bytes] = []
+        self._batched = 0
         #: what waits for the transport to take more
         self._waiting: deque[bytes] = deque()
         #: bytes waiting here for the transport
@@ -90,11 +94,16 @@ class Backlog:
         if not self.paused and not self._waiting:
             if self._flusher is None:
                 self._write(data)
-            else:
-                # (gathered for the next write: not behind, so not counted as waiting)
-                if not self._batch:
-                    self._flusher.mark(self)
-                self._batch.append(data)
+                return
+            # (gathered for the next write: not behind, so not counted as waiting; but
+            # past FLUSH_AT bytes written at once, so that the transport says whether
+            # the client keeps up before more is gathered)
+            if not self._batch:
+                self._flusher.mark(self)
+            self._batch.append(data)
+            self._batched += len(data)
+            if self._batched >= FLUSH_AT:
+                self.flush()
             return
         self._waiting.append(data)
         self._waited(len(data))
@@ -107,21 +116,18 @@ class Backlog:
             self._overflow(waiting)
 
     def flush(self) -> None:
-        """Write the bytes gathered in this turn (the flusher's call)."""
-        batch, self._batch = self._batch, []
-        if self.closed or not batch:
+        """Write the bytes gathered so far (the flusher's call, or before a close)."""
+        if self.closed or not self._batch:
             return
-        data = b"".join(batch)
-        if self.paused or self._waiting:
-            self._waiting.appendleft(data)  # (they came before what waits)
-            self._waited(len(data))
-            return
+        data = b"".join(self._batch)
+        self._batch, self._batched = [], 0
         self._write(data)
 
     def close(self) -> None:
         """Drop what waits and send nothing more."""
         self.closed = True
         self._batch.clear()
+        self._batched = 0
         self._waiting.clear()
         self.size = 0
 
@@ -129,6 +135,13 @@ class Backlog:
 
     def pauseProducing(self) -> None:
         self.paused = True
+        if self._batch:
+            # what was gathered comes before anything sent from now on: it waits first
+            # (counted, and checked against the limit at the next send)
+            data = b"".join(self._batch)
+            self._batch, self._batched = [], 0
+            self._waiting.appendleft(data)
+            self.size += len(data)
 
     def resumeProducing(self) -> None:
         self.paused = False

@@ -48,8 +48,9 @@ STREAM_TYPE = b"text/event-stream"
 #: the content type of the ``ok`` of add and remove (upstream's)
 TEXT_TYPE = b"text/plain; charset=utf-8"
 KEEPALIVE = b": keepalive\n\n"
-#: what ``Last-Event-ID`` may hold: an event's number (plain decimal digits, COMPAT 5)
-_SEQ = re.compile(rb"[0-9]+")
+#: what ``Last-Event-ID`` may hold: an event's number (plain decimal digits, COMPAT 5;
+#: this server's have 16)
+_SEQ = re.compile(rb"[0-9]{1,30}")
 
 
 class Gone(ApiError):

@@ -248,6 +248,14 @@ class _Connection(WebSocketServerProtocol):
             # (autobahn's sendClose only takes 1000 and 3000-4999)
             self.sendCloseFrame(code, reason.encode()[:123], isReply=False)
 
+    def sendCloseFrame(self, code: int | None = None, reasonUtf8: bytes | None = None,
+                       isReply: bool = False) -> None:
+        # The replies gathered for this turn go before the close (a client's close or a
+        # protocol error read with its last commands); after close_live there are none.
+        if self._backlog is not None:
+            self._backlog.flush()
+        super().sendCloseFrame(code, reasonUtf8, isReply)
+
     def _overflow(self, unread: int) -> None:
         log.info("closed the WebSocket of {peer}: too slow, {n} bytes of events unread",
                  peer=self.peer, n=unread)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet import task
 
+from buildbot_rest.www import live
 from buildbot_rest.www.live import Backlog, Flusher, key_filter
 
 
@@ -102,10 +103,37 @@ def test_gathered_bytes_only_count_against_the_limit_once_they_wait() -> None:
         sink.backlog.send(b"a" * 8)
         sink.backlog.send(b"b" * 30)  # (more than the limit, gathered: not behind)
         assert sink.overflows == [] and sink.backlog.size == 0
-    two.backlog.pauseProducing()
+    two.backlog.pauseProducing()  # (they wait now: counted)
+    assert two.backlog.size == 38
     clock.advance(0)
     assert one.written == [b"a" * 8 + b"b" * 30] and one.overflows == []
-    assert two.written == [] and two.overflows == [38] and two.backlog.closed
+    assert two.written == []
+    two.backlog.send(b"c")
+    assert two.overflows == [39] and two.backlog.closed
+
+
+def test_past_flush_at_gathered_bytes_are_written_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(live, "FLUSH_AT", 4)
+    clock = task.Clock()
+    sink = Sink(Flusher(clock))
+    sink.pause_after = 1  # the client reads nothing: the transport pauses at once
+    for item in (b"aa", b"bb", b"cc", b"dd", b"ee", b"ff", b"g", b"hh"):
+        sink.backlog.send(item)
+    # the first 4 bytes were written; the rest waited, and overflowed the limit of 10
+    assert sink.written == [b"aabb"]
+    assert sink.overflows == [11] and sink.backlog.closed
+
+
+def test_what_was_gathered_goes_before_what_waits_after_a_pause() -> None:
+    clock = task.Clock()
+    sink = Sink(Flusher(clock))
+    sink.backlog.send(b"e1")
+    sink.backlog.pauseProducing()  # (another write filled the transport)
+    sink.backlog.send(b"r2")
+    sink.backlog.resumeProducing()
+    clock.advance(0)
+    assert sink.written == [b"e1", b"r2"]
 
 
 def test_gathered_bytes_wait_when_the_transport_pauses_before_the_flush() -> None:

@@ -358,6 +358,20 @@ async def test_invalid_utf8_fails_the_connection_as_rfc_6455_says(rest: RestServ
 
 
 @pytest_twisted.ensureDeferred
+async def test_replies_to_the_commands_read_before_a_failing_frame_come_before_the_close(
+        rest: RestService) -> None:
+    client = await connect(port_of(rest))
+    # (written in one turn: the server reads them together)
+    client.send({"cmd": "ping", "_id": 1})
+    client.send({"cmd": "startConsuming", "path": "a/*", "_id": 2})
+    client.send({"cmd": "ping", "_id": "x" * 70000})
+    was_clean, code, _ = await within(client.closed, "the close")
+    assert (was_clean, code) == (True, 1009)
+    assert client.frames == [{"msg": "pong", "code": 200, "_id": 1},
+                             {"msg": "OK", "code": 200, "_id": 2}]
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_frame_over_64_kib_closes_with_1009(rest: RestService) -> None:
     client = await connect(port_of(rest))
     client.send({"cmd": "ping", "_id": "x" * 70000})
