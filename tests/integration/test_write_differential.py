@@ -1208,6 +1208,23 @@ def run_upstream_updates(venv: Path, url: str, calls: list[dict[str, Any]],
     return result
 
 
+def tags_by_name(diff: Any) -> Any:
+    """A database difference with the ids of the tags it adds replaced by their names
+    (and its added rows sorted), so that the order the tags were created in does not
+    count."""
+    if not isinstance(diff, dict) or "tags" not in diff:
+        return diff
+    names = {t["id"]: t["name"] for t in diff["tags"].get("added", [])}
+    result = json.loads(json.dumps(diff))
+    for table, column in (("tags", "id"), ("builders_tags", "tagid")):
+        rows = (result.get(table) or {}).get("added")
+        if rows:
+            for row in rows:
+                row[column] = names.get(row[column], row[column])
+            rows.sort(key=lambda r: json.dumps(r, sort_keys=True))
+    return result
+
+
 UPDATE_RULES = {r.name: r for r in [
     Rule("error-not-crash", "compatibility.rst: Update methods, clean errors",
          "upstream fails with a database error (or none); ours raises a data API error "
@@ -1228,6 +1245,10 @@ UPDATE_RULES = {r.name: r for r in [
          "waiting", "the same events, in another order where upstream's is not defined"),
     Rule("property-name-key", "properties.py setBuildProperty (upstream bug)",
          "setBuildProperty's message names the property (upstream: the key \"name\")"),
+    Rule("tags-created-concurrently", "upstream's db/builders.py updateBuilderInfo",
+         "upstream creates a builder's new tags all at once (a DeferredList), so their ids "
+         "come in whatever order its threads run; ours in the order given. Compared by "
+         "name"),
     Rule("released-claims-announced", "masters.py finish_builds",
          "a stopped master's claims are given up with an unclaimed event each, so that "
          "clients see the requests waiting again (upstream deletes them silently, and "
@@ -1276,6 +1297,11 @@ def judge_update(i: int, c: dict[str, Any], up: dict[str, Any], me: dict[str, An
             and _canon_events(sourcestamps_by_ssid(up["events"])) == my_ev
             and _canon_events(sourcestamps_by_ssid(me["events"])) == my_ev):
         v.verdict, v.rules = "deviation", ["sourcestamps-by-ssid"]
+        return v
+    if (c["method"] == "updateBuilderInfo" and same_result and same_error
+            and up_ev == my_ev and up_diff != our_diff
+            and tags_by_name(up_diff) == tags_by_name(our_diff)):
+        v.verdict, v.rules = "deviation", ["tags-created-concurrently"]
         return v
     if (same_result and same_error and up_diff == our_diff and up_ev != my_ev
             and _canon_events(without_master_links(me["events"])) == up_ev):
