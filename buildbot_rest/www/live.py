@@ -1,17 +1,25 @@
 # -*- test-case-name: tests.www.test_live -*-
-"""What /ws and /sse share: subscription paths, and a bounded queue of what a connection
-has yet to send."""
+"""What /ws and /sse share: the resource's parts (the live events, who calls and what
+they may receive), subscription paths, and a bounded queue of what a connection has yet
+to send."""
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet.interfaces import IPushProducer
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
 from zope.interface import implementer
 
+from buildbot_rest.auth.service import AuthService
+from buildbot_rest.config import Config
+from buildbot_rest.data.context import ANONYMOUS
 from buildbot_rest.mq.base import KeyFilter
+from buildbot_rest.mq.live import LiveEvents
+from buildbot_rest.www.rest import UserSource
 
 #: the most paths one /ws connection or /sse stream may subscribe to at once (each costs
 #: the server memory and a little work per event)
@@ -21,12 +29,42 @@ MAX_SUBSCRIPTIONS = 1000
 FLUSH_AT = 64 * 1024
 
 
-def key_filter(path: str) -> KeyFilter:
+class LiveResource(Resource):
+    """The base of ``/ws`` and ``/sse``: ``live`` (the live events; None on a server
+    without a message queue), ``auth`` (who calls: None is everyone anonymous, allowed
+    everything), ``config`` (``ping_interval``, ``live_buffer``...) and a
+    :class:`Flusher` that writes the connections' events of a reactor turn together."""
+
+    isLeaf = True
+
+    def __init__(self, live: LiveEvents | None, *, auth: UserSource | None,
+                 config: Config, reactor: Any) -> None:
+        super().__init__()
+        self.live = live
+        self.auth = auth
+        self.config = config
+        self.reactor = reactor
+        self.flusher = Flusher(reactor)
+
+    def user(self, request: IRequest) -> Mapping[str, Any]:
+        """The user info of the request's caller."""
+        return self.auth.user_for(request) if self.auth is not None else ANONYMOUS
+
+    def may_subscribe(self, user: Mapping[str, Any], wanted: KeyFilter) -> bool:
+        """Whether ``user`` may receive the events of ``wanted`` (COMPAT 19 and 20: an
+        :class:`~buildbot_rest.auth.service.AuthService` decides; any other source of
+        users allows everything)."""
+        return not isinstance(self.auth, AuthService) or self.auth.may_subscribe(user, wanted)
+
+
+def key_filter(path: str | Sequence[str]) -> KeyFilter:
     """The routing key filter of a subscription path, as upstream reads one
-    (protocol.md 8.2): the elements between ``/``, each ``*`` matching any one element
+    (protocol.md 8.2): the elements between ``/`` (or the elements given, which /sse
+    has percent-decoded: one may hold a ``/``), each ``*`` matching any one element
     (``builds/*/*`` -> ``("builds", None, None)``). There is no wildcard for several
     elements: a filter only matches keys of its own length."""
-    return tuple(None if part == "*" else part for part in path.split("/"))
+    elements = path.split("/") if isinstance(path, str) else path
+    return tuple(None if part == "*" else part for part in elements)
 
 
 class Flusher:

@@ -29,17 +29,14 @@ from typing import Any
 
 from twisted.internet import task
 from twisted.logger import Logger
-from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from buildbot_rest.auth.service import AuthService
 from buildbot_rest.config import Config
-from buildbot_rest.data.context import ANONYMOUS
 from buildbot_rest.data.errors import ApiError, BadRequest, Forbidden, NotFound
 from buildbot_rest.mq.base import KeyFilter
 from buildbot_rest.mq.live import Event, LiveEvents, Subscription, TooOld
 from buildbot_rest.www.encoding import JSON_TYPE
-from buildbot_rest.www.live import MAX_SUBSCRIPTIONS, Backlog, Flusher
+from buildbot_rest.www.live import MAX_SUBSCRIPTIONS, Backlog, LiveResource, key_filter
 from buildbot_rest.www.rest import UserSource, decode_path, error_body, error_headers
 
 log = Logger()
@@ -160,23 +157,15 @@ class _Stream:
         self.request.finish()
 
 
-class SseResource(Resource):
+class SseResource(LiveResource):
     """``/sse`` (see the module's docstring). ``live`` is None on a server without a
     message queue: every URL is then a 404. ``auth`` (None: everyone anonymous, allowed
     everything) tells who makes a request; an :class:`AuthService` also says which
     subscriptions each user may have (``may_subscribe``: else 403, COMPAT 19)."""
 
-    isLeaf = True
-
     def __init__(self, live: LiveEvents | None, *, auth: UserSource | None, config: Config,
                  reactor: Any) -> None:
-        super().__init__()
-        self.live = live
-        self.auth = auth
-        self.config = config
-        self.reactor = reactor
-        #: writes the connections' events of a reactor turn together
-        self.flusher = Flusher(reactor)
+        super().__init__(live, auth=auth, config=config, reactor=reactor)
         #: the open streams, by uuid
         self.streams: dict[str, _Stream] = {}
 
@@ -198,7 +187,7 @@ class SseResource(Resource):
             segments.pop()
         path = list(decode_path(request, segments))
         command = path.pop(0) if path and path[0] in ("listen", "add", "remove") else "listen"
-        user = self.auth.user_for(request) if self.auth is not None else ANONYMOUS
+        user = self.user(request)
         if command == "listen":
             return self._listen(request, self.live, user, path)
         if not path:
@@ -210,7 +199,7 @@ class SseResource(Resource):
             raise Forbidden("this stream was opened by another user")
         if not path:
             raise BadRequest(f"need a path to {command} after the uuid")
-        wanted = self._filter(path)
+        wanted = key_filter(path)
         if command == "add":
             self._authorize(user, wanted, path)
             if (wanted not in stream.subscriptions
@@ -231,7 +220,7 @@ class SseResource(Resource):
                 path: list[str]) -> int | bytes:
         stream = _Stream(self, request, user)
         if path:
-            wanted = self._filter(path)
+            wanted = key_filter(path)
             self._authorize(user, wanted, path)
             since = self._last_event_id(request)
             try:
@@ -257,14 +246,9 @@ class SseResource(Resource):
         if self.live is not None:
             self.live.unregister(stream)
 
-    @staticmethod
-    def _filter(path: list[str]) -> KeyFilter:
-        # (element by element: a decoded element may hold a "/")
-        return tuple(None if element == "*" else element for element in path)
-
     def _authorize(self, user: Mapping[str, Any], wanted: KeyFilter,
                    path: list[str]) -> None:
-        if isinstance(self.auth, AuthService) and not self.auth.may_subscribe(user, wanted):
+        if not self.may_subscribe(user, wanted):
             raise Forbidden(f"not allowed to receive the events of {'/'.join(path)}")
 
     @staticmethod

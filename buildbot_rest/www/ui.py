@@ -6,17 +6,17 @@ JSON 404s for everything else (UI plugins included)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.interfaces import IPullProducer
 from twisted.logger import Logger
+from twisted.protocols.basic import FileSender
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
-from zope.interface import implementer
 
 from buildbot_rest.config import Config
 from buildbot_rest.www import frontend
@@ -258,7 +258,10 @@ def _send_asset(request: Any, asset: Asset) -> Any:
     elif request.method == b"HEAD":
         request.finish()
     else:
-        request.registerProducer(_Pieces(request, body), False)
+        # (a piece at a time, as the transport takes them; a client that goes away
+        # stops the transfer, and there is nothing to finish then)
+        done = FileSender().beginFileTransfer(io.BytesIO(body), request)
+        done.addCallbacks(lambda _: request.finish(), lambda _: None)
     return NOT_DONE_YET
 
 
@@ -271,33 +274,3 @@ def _names_etag(request: Any, etag: bytes) -> bool:
             if item == b"*" or item.removeprefix(b"W/") == etag:
                 return True
     return False
-
-
-@implementer(IPullProducer)
-class _Pieces:
-    """Writes a body a piece at a time, each when the transport asks for more, then
-    finishes the request: what a slow client has not taken stays here, once."""
-
-    PIECE = 1 << 16
-
-    def __init__(self, request: Any, body: bytes) -> None:
-        self._request: Any = request
-        self._body = memoryview(body)
-        self._sent = 0
-
-    def resumeProducing(self) -> None:
-        request = self._request
-        if request is None:
-            return
-        piece = self._body[self._sent:self._sent + self.PIECE]
-        self._sent += len(piece)
-        if self._sent >= len(self._body):
-            self._request = None
-            request.unregisterProducer()
-            request.write(piece.tobytes())
-            request.finish()
-        else:
-            request.write(piece.tobytes())
-
-    def stopProducing(self) -> None:
-        self._request = None

@@ -23,17 +23,14 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from buildbot_rest.auth.service import AuthService
 from buildbot_rest.config import Config
-from buildbot_rest.data.context import ANONYMOUS
 from buildbot_rest.mq.live import Event, LiveEvents, Subscription, TooOld
 from buildbot_rest.www.encoding import JSON_TYPE
 from buildbot_rest.www.headers import SERVER
 from buildbot_rest.www.jsonrpc import origin_allowed
-from buildbot_rest.www.live import MAX_SUBSCRIPTIONS, Backlog, Flusher, key_filter
+from buildbot_rest.www.live import MAX_SUBSCRIPTIONS, Backlog, LiveResource, key_filter
 from buildbot_rest.www.rest import UserSource, error_body
 
 log = Logger()
@@ -62,7 +59,7 @@ _ARGUMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
-class WsResource(Resource):
+class WsResource(LiveResource):
     """``/ws``: takes the connection of a WebSocket upgrade over from Twisted Web and
     speaks the live events protocol on it (:class:`_Connection`).
 
@@ -74,17 +71,9 @@ class WsResource(Resource):
     upgrade. ``config`` gives ``ping_interval`` (seconds, 0: no pings) and
     ``live_buffer`` (bytes a client may leave unread)."""
 
-    isLeaf = True
-
     def __init__(self, live: LiveEvents | None, *, auth: UserSource | None,
                  config: Config, reactor: Any) -> None:
-        super().__init__()
-        self.live = live
-        self.auth = auth
-        self.config = config
-        self.reactor = reactor
-        #: writes the connections' events of a reactor turn together
-        self.flusher = Flusher(reactor)
+        super().__init__(live, auth=auth, config=config, reactor=reactor)
         self.factory = WebSocketServerFactory(server=SERVER.decode(), reactor=reactor)
         interval = config.ping_interval
         self.factory.setProtocolOptions(
@@ -121,7 +110,7 @@ class WsResource(Resource):
             for name, value in headers.items():
                 request.setHeader(name, value)
             return error_body(message)
-        user = self.auth.user_for(request) if self.auth is not None else ANONYMOUS
+        user = self.user(request)
         connection = _Connection(self, user)
         connection.factory = self.factory
         self._take_over(request, channel, transport, connection)
@@ -341,8 +330,7 @@ class _Connection(WebSocketServerProtocol):
             return self._error(_id, 400, f"invalid since '{since!s}': the sequence "
                                          f"number ('s') of an event is expected")
         keys = key_filter(path)
-        auth = self._resource.auth
-        if isinstance(auth, AuthService) and not auth.may_subscribe(self.user, keys):
+        if not self._resource.may_subscribe(self.user, keys):
             return self._error(_id, 403, f"not allowed to consume '{path}'")
         if path not in self._subscriptions and len(self._subscriptions) >= MAX_SUBSCRIPTIONS:
             return self._error(_id, 400, f"too many paths consumed: at most "

@@ -16,9 +16,10 @@ from buildbot_rest.www.live import Backlog, Flusher, key_filter
     ("", ("",)),  # matches nothing, as upstream
     ("/builds/*", ("", "builds", None)),  # a leading / is an empty element
     ("builds/**/x", ("builds", "**", "x")),  # only a whole * is a wildcard
+    (["builds", "a/b", "*"], ("builds", "a/b", None)),  # (/sse's decoded elements)
 ])
 def test_paths_become_filters_as_upstream_reads_them(
-        path: str, wanted: tuple[str | None, ...]) -> None:
+        path: str | list[str], wanted: tuple[str | None, ...]) -> None:
     assert key_filter(path) == wanted
 
 
