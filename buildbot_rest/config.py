@@ -86,6 +86,16 @@ class Config:
     #: the UI's setting defaults (upstream's ``www["ui_default_config"]``):
     #: ``{"Builders.buildFetchLimit": 500}``
     ui_default_config: dict[str, Any] = field(default_factory=dict)
+    #: authentication: the ``[auth]`` table (backend, users, role matchers, session
+    #: cookie, rate limits), checked by :func:`buildbot_rest.auth.settings.parse`;
+    #: empty: no authentication (everyone anonymous, bearer tokens still accepted)
+    auth: dict[str, Any] = field(default_factory=dict)
+    #: authorization: the ``[authz]`` table (ordered allow rules with roles); empty:
+    #: everyone may read and control everything (upstream's default ``Authz()``)
+    authz: dict[str, Any] = field(default_factory=dict)
+    #: origins (fnmatch patterns, upstream's ``allowed_origins``) whose pages may call the
+    #: API with the user's credentials (CORS); the server's own origin always may
+    allowed_origins: list[str] = field(default_factory=list)
     #: whether ``base_url`` was derived from ``port`` rather than given
     base_url_derived: bool = field(default=False, init=False, compare=False, repr=False)
 
@@ -104,6 +114,8 @@ class Config:
                                   f"an earlier force scheduler")
             names.add(fs["name"])
         object.__setattr__(self, "forceschedulers", forceschedulers)
+        from buildbot_rest.auth.settings import parse as parse_auth
+        parse_auth(self)  # (checks [auth], [authz] and allowed_origins: ConfigError)
         if self.base_url is None:
             object.__setattr__(self, "base_url", derive_base_url(self.port))
             object.__setattr__(self, "base_url_derived", True)
@@ -192,6 +204,9 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "title_url": ((str,), "a string"),
     "ui": ((bool,), "a boolean"),
     "ui_default_config": ((dict,), "a table"),
+    "auth": ((dict,), "a table"),
+    "authz": ((dict,), "a table"),
+    "allowed_origins": ((list,), "an array of strings"),
 }
 
 

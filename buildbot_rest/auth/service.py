@@ -1,43 +1,213 @@
-# -*- test-case-name: tests.test_service -*-
-"""The auth service: tells the web layer who makes each request, and what they may see.
+# -*- test-case-name: tests.auth.test_service -*-
+"""The auth service: who makes each request (a session cookie, a bearer token, a
+trusted proxy's header, or nobody), and what they may read, control and receive.
 
-Without authentication configured (the only mode so far), every request is anonymous:
-upstream's ``{"anonymous": true}`` user info, which is also what ``/config`` shows.
-Without authorization rules every caller may read and control everything, as upstream
-without ``authz``; the rules of the authorization issue plug into :meth:`may_control`."""
+The parts, one module each: :mod:`~buildbot_rest.auth.session` (upstream's JWT cookie),
+:mod:`~buildbot_rest.auth.backends` (passwords and the proxy header),
+:mod:`~buildbot_rest.auth.roles` (upstream's role matchers),
+:mod:`~buildbot_rest.auth.tokens` (bearer tokens in our own ``bbrest_`` table),
+:mod:`~buildbot_rest.auth.authz` (upstream's allow rules, with COMPAT's fixes) and
+:mod:`~buildbot_rest.auth.ratelimit` (failed logins and bad tokens per address).
+
+Without configuration every request is anonymous (upstream's ``{"anonymous": true}``)
+and every caller may read and control everything (upstream's default ``Authz()``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
+from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from buildbot_rest.auth.settings import parse
 from buildbot_rest.data.context import ANONYMOUS
+
+if TYPE_CHECKING:
+    from buildbot_rest.config import Config
+    from buildbot_rest.data.endpoint import Endpoint
+    from buildbot_rest.data.resultspec import ResultSpec
+    from buildbot_rest.db import Database
+
+log = Logger()
+
+#: token scopes: ``read`` may only read (and subscribe); ``control`` may also run
+#: control actions (JSON-RPC), as a session does
+SCOPES = ("read", "control")
+
+#: the attribute of a request where its :class:`Caller` is kept once known
+_CALLER = "_bbrest_caller"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who makes a request.
+
+    ``user`` is the user info upstream keeps in its session (``{"username", "email",
+    ...}``, or ``{"anonymous": true}``), as ``/config`` shows it; ``roles`` the roles the
+    role matchers give it (the owner role excepted: it depends on the thing acted on),
+    or a token's own roles; ``scope`` ``"control"`` or, for a read-only token, ``"read"``;
+    ``token_id`` the id of the bearer token used, if any."""
+
+    user: Mapping[str, Any] = field(default_factory=lambda: ANONYMOUS)
+    roles: frozenset[str] = frozenset()
+    scope: str = "control"
+    token_id: int | None = None
+
+    @property
+    def anonymous(self) -> bool:
+        return bool(self.user.get("anonymous"))
+
+
+#: the caller of a request that presents no credentials
+ANONYMOUS_CALLER = Caller()
 
 
 class AuthService(Service):
-    """The server's authentication, as a service (started before the web site)."""
+    """The server's authentication and authorization, as a service (started before the
+    web site). ``config`` (default: no auth, no rules) and ``db`` (the database of the
+    session secret, logouts and tokens; None: sessions and tokens are off, as in a
+    program that only reads) are fixed at construction; ``clock`` gives epoch
+    seconds."""
 
     name = "auth"
 
+    def __init__(self, config: Config | None = None, db: Database | None = None, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        from buildbot_rest.auth.ratelimit import RateLimiter
+        from buildbot_rest.auth.session import Sessions
+        from buildbot_rest.auth.tokens import TokenStore
+        from buildbot_rest.config import Config as ConfigClass
+        self.config = config if config is not None else ConfigClass()
+        self.settings = parse(self.config)
+        self.db = db
+        self.clock = clock
+        #: the session cookie (its secret is read by :meth:`prepare_sync`)
+        self.sessions = Sessions(self.settings.auth, db, clock=clock)
+        #: bearer tokens (None without a database)
+        self.tokens = TokenStore(db, clock=clock) if db is not None else None
+        #: failed logins and bad tokens, per client address
+        self.limiter = RateLimiter(self.settings.auth.rate_limit, clock=clock)
+
+    @property
+    def backend(self) -> Any:
+        """The configured backend (:mod:`buildbot_rest.auth.backends`)."""
+        return self.settings.auth.backend
+
+    @property
+    def authz(self) -> Any:
+        """The allow rules (:class:`buildbot_rest.auth.authz.Authz`)."""
+        return self.settings.authz
+
+    def prepare_sync(self) -> None:
+        """Read the session secret from the database, creating it as upstream does when
+        missing (blocking: called while the server prepares, before it serves)."""
+        if self.db is not None:
+            self.sessions.prepare_sync()
+
+    # -- who calls ---------------------------------------------------------------------
+
+    async def caller(self, request: IRequest) -> Caller:
+        """The caller of ``request`` (found once, then kept on the request).
+
+        In this order: an ``Authorization: Bearer`` token (a bad, expired or revoked
+        one raises :class:`~buildbot_rest.data.errors.Unauthenticated`, 401, COMPAT
+        33; too many bad ones from the address raise
+        :class:`~buildbot_rest.data.errors.TooManyRequests`, 429); the header of a
+        trusted proxy (``remote_user`` backend); the session cookie (invalid, expired or
+        logged out: anonymous, COMPAT 17 and 36); else anonymous. Other
+        ``Authorization`` schemes are ignored (upstream reads none on the API)."""
+        known = getattr(request, _CALLER, None)
+        if known is not None:
+            return known
+        caller = await self._find_caller(request)
+        setattr(request, _CALLER, caller)
+        return caller
+
+    async def _find_caller(self, request: IRequest) -> Caller:
+        from buildbot_rest.auth.tokens import bearer_token
+        token = bearer_token(request.getHeader(b"authorization"))
+        if token is not None:
+            address = client_address(request)
+            self.limiter.check(address)
+            if self.tokens is None:
+                from buildbot_rest.data.errors import Unauthenticated
+                raise Unauthenticated("bearer tokens are not available on this server")
+            caller = await self.tokens.caller(token, address=address,
+                                              limiter=self.limiter,
+                                              roles_for=self.roles_for)
+            return caller
+        user = self.backend.user_from_proxy(request)
+        if user is None:
+            user = await self.sessions.user(request)
+        if user is None:
+            return ANONYMOUS_CALLER
+        return Caller(user=user, roles=self.roles_for(user))
+
+    def roles_for(self, user: Mapping[str, Any]) -> frozenset[str]:
+        """The roles of ``user`` from the role matchers (owner excepted)."""
+        return frozenset(self.settings.auth.roles.roles_for(user))
+
     def user_for(self, request: IRequest) -> Mapping[str, Any]:
-        """The user info of the request's caller."""
-        return ANONYMOUS
+        """The user info of a request whose :meth:`caller` is known (anonymous
+        otherwise)."""
+        known = getattr(request, _CALLER, None)
+        return known.user if known is not None else ANONYMOUS
 
-    def may_control(self, user: Mapping[str, Any]) -> bool:
-        """Whether ``user`` may use control actions at all (every caller, without
-        authorization rules)."""
-        return True
+    # -- what they may do --------------------------------------------------------------
 
-    def may_subscribe(self, user: Mapping[str, Any],
-                      key_filter: Sequence[str | None]) -> bool:
-        """Whether ``user`` may receive the events of ``key_filter`` on /ws or /sse.
+    async def authorize_read(self, caller: Caller, endpoint: Endpoint,
+                             kwargs: Mapping[str, Any], spec: ResultSpec) -> ResultSpec:
+        """Authorize a read (GET or HEAD, COMPAT 7) of a resolved path (COMPAT 9):
+        :class:`~buildbot_rest.data.errors.Forbidden` (403) if the caller may not see
+        it; the spec to answer with (a collection may be narrowed to what the caller
+        may see, by view rules)."""
+        return await self.authz.authorize_read(self, caller, endpoint, kwargs, spec)
+
+    async def authorize_control(self, caller: Caller, endpoint: Endpoint,
+                                kwargs: Mapping[str, Any], method: str,
+                                params: Mapping[str, Any]) -> None:
+        """Authorize a control action ``method`` (as sent, case-sensitive, COMPAT 8) on
+        a resolved path, with the params as sent (before the owner is injected):
+        :class:`~buildbot_rest.data.errors.Forbidden` (403) when refused, also for a
+        read-only token."""
+        from buildbot_rest.data.errors import Forbidden
+        if caller.scope != "control":
+            raise Forbidden("this token may only read (scope \"read\")")
+        await self.authz.authorize_control(self, caller, endpoint, kwargs, method, params)
+
+    def may_control(self, caller: Caller) -> bool:
+        """Whether ``caller`` may use some control action at all (a read token may
+        not; the rules decide for the others)."""
+        return caller.scope == "control" and self.authz.may_control_something(self,
+                                                                                caller)
+
+    def may_subscribe(self, caller: Caller, key_filter: Sequence[str | None]) -> bool:
+        """Whether ``caller`` may receive the events of ``key_filter`` on /ws or /sse.
 
         The keys of control messages (``control/...``, which tell a master to stop a
         build or a worker) are for callers who may control (COMPAT 20: upstream lets
-        anyone subscribe to them); any other key, for every caller."""
-        if key_filter[:1] in (("control",), (None,)):
-            return self.may_control(user)
-        return True
+        anyone subscribe to them); others as the rules say (view rules)."""
+        if key_filter[:1] in (("control",), (None,)) and not self.may_control(caller):
+            return False
+        return bool(self.authz.may_subscribe(self, caller, key_filter))
+
+    def event_filter(self, caller: Caller) -> Callable[[Sequence[str], Mapping[str, Any]],
+                                                       bool] | None:
+        """For a /ws or /sse client: a test of each event (routing key, message) it may
+        receive, or None when it may receive all (no view rule hides anything from
+        it)."""
+        return self.authz.event_filter(self, caller)
+
+    def frontend_auth(self) -> dict[str, Any]:
+        """``auth`` in ``/config``: upstream's ``{"name": "<class name>"}``."""
+        return dict(self.backend.frontend_auth())
+
+
+def client_address(request: IRequest) -> str:
+    """The address of the peer that sent ``request`` (the proxy's, behind one)."""
+    peer = request.getClientAddress()
+    return str(getattr(peer, "host", "") or "")

@@ -56,6 +56,31 @@ class Forbidden(ApiError):
     jsonrpc_code = -32600
 
 
+class Unauthenticated(ApiError):
+    """Credentials were presented and are wrong: a bad, expired or revoked bearer token
+    (COMPAT 33), or failed Basic credentials at ``/auth/login``. The answer carries
+    ``WWW-Authenticate: <challenge>`` (RFC 9110 11.6.1; RFC 6750 3 for ``Bearer``)."""
+
+    status = 401
+    jsonrpc_code = -32600
+
+    def __init__(self, message: str, *, challenge: str = 'Bearer realm="buildbot"') -> None:
+        super().__init__(message)
+        self.challenge = challenge
+
+
+class TooManyRequests(ApiError):
+    """Too many failed logins or bad tokens from one client address: try again after
+    ``retry_after`` seconds (RFC 6585 4, ``Retry-After``)."""
+
+    status = 429
+    jsonrpc_code = -32000
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class NotFound(ApiError):
     status = 404
     jsonrpc_code = -32600

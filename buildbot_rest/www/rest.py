@@ -22,7 +22,13 @@ from zope.interface import implementer
 
 from buildbot_rest.data.base import Kind
 from buildbot_rest.data.connector import DataConnector
-from buildbot_rest.data.errors import ApiError, BadRequest, ServiceUnavailable
+from buildbot_rest.data.errors import (
+    ApiError,
+    BadRequest,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthenticated,
+)
 from buildbot_rest.data.rawdata import RawData
 from buildbot_rest.data.reads import Collection, CollectionStream
 from buildbot_rest.data.resultspec import ResultSpec, group, parse_query_string
@@ -144,9 +150,13 @@ class Responder:
 
 def error_headers(error: ApiError) -> dict[bytes, bytes] | None:
     """The headers an error answer carries: ``Retry-After`` for a 503 that knows when
-    to try again (RFC 9110 10.2.3)."""
-    if isinstance(error, ServiceUnavailable) and error.retry_after is not None:
+    to try again and for a 429 (RFC 9110 10.2.3, RFC 6585 4); ``WWW-Authenticate`` for
+    a 401 (RFC 9110 11.6.1)."""
+    if isinstance(error, ServiceUnavailable | TooManyRequests) and \
+            error.retry_after is not None:
         return {b"retry-after": str(error.retry_after).encode()}
+    if isinstance(error, Unauthenticated):
+        return {b"www-authenticate": error.challenge.encode()}
     return None
 
 
