@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import json
 import os
 import re
 import socket
@@ -300,6 +301,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
             parser_.add_argument("names", nargs="*", metavar="NAME",
                                  help="an index name (see `indexes list`); default: all")
 
+    _token_parsers(sub, commands, db_help)
+
     sub.add_parser("serve", add_help=False,
                    help="run the server in the foreground (the options of twistd "
                    "buildbot-rest; see serve --help)")
@@ -319,10 +322,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # argparse leaves a command's unknown options to the top parser, whose usage line
         # would not show that command's options.
         commands[name].error(f"unrecognized arguments: {' '.join(unknown)}")
+    if name == "token drop-tables" and not ns.yes:
+        commands[name].error("this drops every token and every logout record: add --yes")
     from buildbot_rest.db import DatabaseError, DatabaseUnavailable
     try:
         command = {"create-db": _create_db, "check-db": _check_db, "demo-db": _demo_db,
-                   "indexes": _indexes}
+                   "indexes": _indexes, "token": _token}
         return command[ns.command](ns)
     except (DatabaseError, DatabaseUnavailable, ValueError) as e:
         print(f"buildbot-rest {name}: {_one_line(e)}", file=sys.stderr)
@@ -405,6 +410,141 @@ def _indexes(ns: argparse.Namespace) -> int:
     for name in wanted:
         print(f"{name}: {verbs[0] if name in done else verbs[1]}")
     return 0
+
+
+# -- buildbot-rest token ----------------------------------------------------------------
+
+
+def _lifetime(text: str) -> int | None:
+    """``--expires``: seconds, or None for "never" (argparse's usage error otherwise)."""
+    from buildbot_rest.auth.tokens import parse_duration
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _token_parsers(sub: Any, commands: dict[str, argparse.ArgumentParser],
+                   db_help: str) -> None:
+    """The ``token`` commands (bearer tokens, beyond upstream)."""
+    token = commands["token"] = sub.add_parser(
+        "token", help="make, list and revoke bearer tokens of the API",
+        description="Bearer tokens (Authorization: Bearer <token>) act as a user, with a "
+        "scope (read, or control) and optional roles of their own. They are kept hashed in "
+        "the bbrest_api_tokens table of the database, which upstream masters ignore.")
+    actions = token.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    create = commands["token create"] = actions.add_parser(
+        "create", help="make a token and print it (alone on the last line; it is shown "
+        "only this once)")
+    create.add_argument("--db", default=DEFAULT_DB_URL, help=db_help)
+    create.add_argument("--user", required=True, help="the username the token acts as")
+    create.add_argument("--email", help="the user's email (owner of what the token does)")
+    create.add_argument("--full-name", help="the user's full name")
+    create.add_argument("--role", action="append", dest="roles", metavar="ROLE",
+                        help="a role of the token (repeat for more); without any, the "
+                        "token has the roles the [auth] role matchers give the user")
+    create.add_argument("--group", action="append", dest="groups", metavar="GROUP",
+                        help="a group of the user, for the role matchers (repeat for more)")
+    create.add_argument("--scope", choices=("read", "control"), default="read",
+                        help="read: reads and live events only; control: also control "
+                        "actions (force, stop...) [default: read]")
+    create.add_argument("--expires", type=_lifetime, default=90 * 86400, metavar="WHEN",
+                        help="lifetime: 30d, 12h, 90m, 3600s, 2w, or never "
+                        "[default: 90d]")
+    create.add_argument("--description", default="", help="what the token is for")
+
+    listing = commands["token list"] = actions.add_parser(
+        "list", help="list the tokens (never their secrets)")
+    listing.add_argument("--db", default=DEFAULT_DB_URL, help=db_help)
+    listing.add_argument("--user", help="only this username's tokens")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+
+    revoke = commands["token revoke"] = actions.add_parser(
+        "revoke", help="revoke a token: refused from its next use on")
+    revoke.add_argument("--db", default=DEFAULT_DB_URL, help=db_help)
+    revoke.add_argument("id", type=int, metavar="ID", help="the token's id (token list)")
+
+    tables = commands["token create-tables"] = actions.add_parser(
+        "create-tables", help="create the bbrest_ tables (else made by the first token or "
+        "logout)")
+    tables.add_argument("--db", default=DEFAULT_DB_URL, help=db_help)
+
+    drop = commands["token drop-tables"] = actions.add_parser(
+        "drop-tables", help="drop the bbrest_ tables: every token, and the logouts of "
+        "sessions")
+    drop.add_argument("--db", default=DEFAULT_DB_URL, help=db_help)
+    drop.add_argument("--yes", action="store_true", help="yes, drop them (required)")
+
+
+def _token(ns: argparse.Namespace) -> int:
+    from buildbot_rest.auth import tables
+    from buildbot_rest.auth.tokens import TokenStore, iso
+    from buildbot_rest.data.errors import NotFound
+    from buildbot_rest.db import DatabaseError
+    db = _open(ns.db)
+    try:
+        status = db.status_sync()
+        if not status.usable and ns.action in ("create", "create-tables"):
+            raise DatabaseError(f"{db.safe_url}: {status.message}")
+        store = TokenStore(db)
+        if ns.action == "create":
+            user: dict[str, Any] = {"username": ns.user}
+            for key, value in (("email", ns.email), ("full_name", ns.full_name),
+                               ("groups", ns.groups)):
+                if value:
+                    user[key] = value
+            token, info = store.create_sync(user, ns.roles, ns.scope, ns.expires,
+                                            ns.description)
+            roles = ", ".join(info.roles) if info.roles is not None else \
+                "those of the user's role matchers"
+            print(f"token #{info.id} for {info.name}")
+            print(f"scope: {info.scope}; roles: {roles}")
+            print(f"expires: {iso(info.expires_at) or 'never'}")
+            print("It is shown only now; send it as: Authorization: Bearer <token>")
+            print(token)
+        elif ns.action == "list":
+            who = {"username": ns.user} if ns.user else None
+            found = store.list_sync(who)
+            if ns.json:
+                print(json.dumps([info.as_json() for info in found], indent=2))
+            else:
+                _print_tokens(found, store.clock())
+        elif ns.action == "revoke":
+            try:
+                info, now = store.revoke_sync(ns.id)
+            except NotFound:
+                raise ValueError(f"no token #{ns.id}") from None
+            print(f"token #{info.id} ({info.name}): "
+                  + ("revoked" if now else f"already revoked at {iso(info.revoked_at)}"))
+        elif ns.action == "create-tables":
+            db.pool.run_in_transaction_sync(tables.ensure_tables)
+            print(f"{db.safe_url}: tables {', '.join(t.name for t in tables.TABLES)} "
+                  "present")
+        else:
+            dropped = db.pool.run_in_transaction_sync(tables.drop_tables)
+            print(f"{db.safe_url}: dropped {', '.join(dropped)}" if dropped
+                  else f"{db.safe_url}: no bbrest_ tables")
+    finally:
+        db.stop()
+    return 0
+
+
+def _print_tokens(found: Sequence[Any], now: float) -> None:
+    from buildbot_rest.auth.tokens import iso
+    rows = [("ID", "USER", "SCOPE", "ROLES", "STATE", "CREATED", "EXPIRES", "LAST USED",
+             "REVOKED", "DESCRIPTION")]
+    for info in found:
+        rows.append((str(info.id), info.name, info.scope,
+                     ",".join(info.roles) if info.roles is not None else "(user's)",
+                     info.state(now), iso(info.created_at) or "",
+                     iso(info.expires_at) or "never", iso(info.last_used_at) or "never",
+                     iso(info.revoked_at) or "-",
+                     info.description.replace("\n", " ")[:40]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+              + ("  " + row[-1]).rstrip())
 
 
 def _serve(args: Sequence[str]) -> int:

@@ -109,7 +109,11 @@ class RestService(MultiService):
         self.db = db
         self.mq = SimpleMQ()
         self.live = LiveEvents(self.mq, window=config.resume_window)
-        self.auth = AuthService()
+        self.auth = AuthService(config, db)
+        try:
+            self.auth.prepare_sync()  # (the session secret, shared with upstream masters)
+        finally:
+            db.engine.dispose()
         self.connector = DataConnector(db, config=config, base_url=config.base_url or "/",
                                        mq=self.mq)
         self.web = WebService(config, self.connector, reactor=self._reactor, auth=self.auth,

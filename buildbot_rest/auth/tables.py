@@ -9,28 +9,34 @@ start, and :func:`drop_tables` removes them cleanly."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
-#: bearer tokens: ``digest`` is the SHA-256 (hex) of the token's secret part (the token
-#: itself is never stored); times are epoch seconds; ``roles`` a JSON list, or NULL for
-#: "the roles the user's own matchers give"; ``user_info`` the JSON user info the token
-#: acts as (``{"username": ..., "email": ...}``)
+#: bearer tokens (:mod:`buildbot_rest.auth.tokens`): ``digest`` is the SHA-256 (64 hex
+#: digits) of the token's secret part (the token itself is never stored); ``user_key``
+#: the user's identity as :func:`user_key` gives it (``username:alice``), for listing and
+#: revoking a user's own tokens; ``user_info`` the JSON user info the token acts as
+#: (``{"username": ..., "email": ...}``); ``roles`` a JSON list, or NULL for "the roles
+#: the role matchers give that user when the token is used"; ``scope`` ``read`` or
+#: ``control``; times are epoch seconds (64-bit: past 2038), ``expires_at`` NULL for
+#: never, ``last_used_at`` recorded at most once a minute.
 api_tokens = sa.Table(
     "bbrest_api_tokens", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("digest", sa.String(64), nullable=False),
-    sa.Column("username", sa.String(255), nullable=False),
+    sa.Column("user_key", sa.String(255), nullable=False),
     sa.Column("user_info", sa.Text, nullable=False),
     sa.Column("roles", sa.Text, nullable=True),
     sa.Column("scope", sa.String(16), nullable=False),
     sa.Column("description", sa.Text, nullable=False, server_default=""),
-    sa.Column("created_at", sa.Integer, nullable=False),
-    sa.Column("expires_at", sa.Integer, nullable=True),
-    sa.Column("last_used_at", sa.Integer, nullable=True),
-    sa.Column("revoked_at", sa.Integer, nullable=True),
-    sa.Index("bbrest_api_tokens_username", "username"),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=True),
+    sa.Column("last_used_at", sa.BigInteger, nullable=True),
+    sa.Column("revoked_at", sa.BigInteger, nullable=True),
+    sa.Index("bbrest_api_tokens_user_key", "user_key"),
 )
 
 #: the last logout of each user (COMPAT 36): session cookies of that user issued at or
@@ -46,9 +52,9 @@ logouts = sa.Table(
 TABLES = (api_tokens, logouts)
 
 
-def user_key(user_info: dict[str, object]) -> str | None:
-    """The identity of a session's user for logouts: its ``username``, else its
-    ``email`` (None for an anonymous user or one with neither)."""
+def user_key(user_info: Mapping[str, object]) -> str | None:
+    """The identity of a user for logouts and tokens: ``username:<its username>``, else
+    ``email:<its email>`` (None for an anonymous user or one with neither)."""
     for key in ("username", "email"):
         value = user_info.get(key)
         if isinstance(value, str) and value:

@@ -10,6 +10,7 @@ from typing import Any, cast
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from buildbot_rest.auth.service import AuthService
 from buildbot_rest.config import Config
 from buildbot_rest.data.connector import DataConnector
 from buildbot_rest.data.errors import ApiError, InvalidPath
@@ -18,7 +19,6 @@ from buildbot_rest.www.headers import set_common_headers
 from buildbot_rest.www.rest import (
     Responder,
     RestResource,
-    UserSource,
     decode_path,
     error_body,
     sent_path,
@@ -42,7 +42,7 @@ class WebApp:
     path the web UI (:class:`~buildbot_rest.www.ui.UiResource`). ``auth`` tells who
     makes each request (everyone is anonymous without it)."""
 
-    def __init__(self, connector: DataConnector, *, auth: UserSource | None = None,
+    def __init__(self, connector: DataConnector, *, auth: AuthService | None = None,
                  live: LiveEvents | None = None, reactor: Any = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -58,6 +58,24 @@ class WebApp:
         self.ws = WsResource(live, auth=auth, config=config, reactor=reactor)
         self.sse = SseResource(live, auth=auth, config=config, reactor=reactor)
         self.ui = UiResource(connector, auth=auth)
+        self.auth = auth
+        self._auth_pages: Resource | None = None
+        self._tokens: Resource | None = None
+
+    # (TEMPORARY during issue 13: made at first use until helpers deliver the modules)
+    @property
+    def auth_pages(self) -> Resource | None:
+        if self._auth_pages is None and self.auth is not None:
+            from buildbot_rest.www.login import AuthPages
+            self._auth_pages = AuthPages(self.auth, self.connector.base_url)
+        return self._auth_pages
+
+    @property
+    def tokens(self) -> Resource | None:
+        if self._tokens is None and self.auth is not None:
+            from buildbot_rest.www.tokens import TokensResource
+            self._tokens = TokensResource(self.auth)
+        return self._tokens
 
     def resource(self) -> IResource:
         return cast(IResource, _Front(self))
@@ -80,6 +98,8 @@ class _Front(Resource):
       ``Invalid path: <path>`` naming the path as sent; one that is not UTF-8: a 400;
     - ``/ws``: the WebSocket of live events; ``/sse/...``: the same as Server-Sent
       Events;
+    - ``/auth/login``, ``/auth/logout``: sessions; ``/auth/tokens``: the caller's own
+      bearer tokens;
     - any other path: the web UI, ``/config`` and ``/avatar``."""
 
     isLeaf = True
@@ -99,12 +119,31 @@ class _Front(Resource):
             request.postpath = segments[1:]
             live: Resource = self._web.ws if first == b"ws" else self._web.sse
             return live.render(request)
+        if first == b"auth" and len(segments) > 1:
+            return self._auth(request, segments)
         if first != b"api" and not first.startswith(b"api/"):
             return self._web.ui.render(request)
         if first == b"api" and len(segments) > 1 and segments[1] in VERSIONS:
             request.prepath = [*(request.prepath or []), *segments[:2]]
             request.postpath = segments[2:]
             return self._web.rest.render(request)
+        return self._api(request, segments)
+
+    def _auth(self, request: Request, segments: list[bytes]) -> Any:
+        """``/auth/login``, ``/auth/logout`` and ``/auth/tokens[/<id>]``; 404 without
+        an auth service."""
+        tokens = segments[1] == b"tokens"
+        pages = self._web.tokens if tokens else self._web.auth_pages
+        if pages is None:
+            Responder(request).send(404, error_body(
+                "no authentication on this server (it serves everyone anonymously)"))
+            return NOT_DONE_YET
+        cut = 2 if tokens else 1
+        request.prepath = [*(request.prepath or []), *segments[:cut]]
+        request.postpath = segments[cut:]
+        return pages.render(request)
+
+    def _api(self, request: Request, segments: list[bytes]) -> Any:
         responder = Responder(request)
         try:
             decode_path(request, segments)

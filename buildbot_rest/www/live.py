@@ -14,12 +14,10 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from buildbot_rest.auth.service import AuthService
+from buildbot_rest.auth.service import ANONYMOUS_CALLER, AuthService, Caller
 from buildbot_rest.config import Config
-from buildbot_rest.data.context import ANONYMOUS
 from buildbot_rest.mq.base import KeyFilter
 from buildbot_rest.mq.live import LiveEvents
-from buildbot_rest.www.rest import UserSource
 
 #: the most paths one /ws connection or /sse stream may subscribe to at once (each costs
 #: the server memory and a little work per event)
@@ -37,7 +35,7 @@ class LiveResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, live: LiveEvents | None, *, auth: UserSource | None,
+    def __init__(self, live: LiveEvents | None, *, auth: AuthService | None,
                  config: Config, reactor: Any) -> None:
         super().__init__()
         self.live = live
@@ -46,15 +44,22 @@ class LiveResource(Resource):
         self.reactor = reactor
         self.flusher = Flusher(reactor)
 
-    def user(self, request: IRequest) -> Mapping[str, Any]:
-        """The user info of the request's caller."""
-        return self.auth.user_for(request) if self.auth is not None else ANONYMOUS
+    async def caller(self, request: IRequest) -> Caller:
+        """Who makes ``request`` (anonymous without an auth service); raises the
+        ``Unauthenticated`` (401) of a bad bearer token, ``TooManyRequests`` (429)."""
+        if self.auth is None:
+            return ANONYMOUS_CALLER
+        return await self.auth.caller(request)
 
-    def may_subscribe(self, user: Mapping[str, Any], wanted: KeyFilter) -> bool:
-        """Whether ``user`` may receive the events of ``wanted`` (COMPAT 19 and 20: an
-        :class:`~buildbot_rest.auth.service.AuthService` decides; any other source of
-        users allows everything)."""
-        return not isinstance(self.auth, AuthService) or self.auth.may_subscribe(user, wanted)
+    def may_subscribe(self, caller: Caller, wanted: KeyFilter) -> bool:
+        """Whether ``caller`` may receive the events of ``wanted`` (COMPAT 19 and 20:
+        the auth service decides; without one, everyone may)."""
+        return self.auth is None or self.auth.may_subscribe(caller, wanted)
+
+    def event_filter(self, caller: Caller) -> Callable[[Sequence[str], Mapping[str, Any]],
+                                                       bool] | None:
+        """The test of each event ``caller`` may receive (view rules), or None: all."""
+        return None if self.auth is None else self.auth.event_filter(caller)
 
 
 def key_filter(path: str | Sequence[str]) -> KeyFilter:

@@ -8,7 +8,7 @@ decides (:meth:`buildbot_rest.data.connector.DataConnector.read`)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
@@ -20,6 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from buildbot_rest.auth.service import ANONYMOUS_CALLER, AuthService, Caller
 from buildbot_rest.data.base import Kind
 from buildbot_rest.data.connector import DataConnector
 from buildbot_rest.data.errors import (
@@ -187,20 +188,15 @@ def decode_path(request: IRequest, segments: Sequence[bytes]) -> tuple[str, ...]
         raise BadRequest(f"path is not UTF-8: {sent_path(request)}") from None
 
 
-class UserSource(Protocol):
-    """Who makes a request (the auth layer)."""
-
-    def user_for(self, request: IRequest) -> Mapping[str, Any]: ...
-
-
 class RestResource(Resource):
     """The data API over HTTP. Mounted at ``/api/v2`` and ``/api/latest``.
 
-    ``auth`` tells who makes each request (everyone is anonymous without it)."""
+    ``auth`` tells who makes each request and what they may do (without it everyone is
+    anonymous and may do everything)."""
 
     isLeaf = True
 
-    def __init__(self, connector: DataConnector, *, auth: UserSource | None = None) -> None:
+    def __init__(self, connector: DataConnector, *, auth: AuthService | None = None) -> None:
         super().__init__()
         self.connector = connector
         self.auth = auth
@@ -265,11 +261,15 @@ class RestResource(Resource):
         try:
             body = request.content.read() if request.content is not None else b""
             jsonrpc.check_coding(request.requestHeaders.getRawHeaders(b"content-encoding"))
+            caller = await self._caller(request)  # (a bad token: 401 before all else)
             call = jsonrpc.parse(request.getHeader(b"content-type"), body)
             path = self.path_of(request)
             endpoint, kwargs = self.connector.match(path)
-            user = self.auth.user_for(request) if self.auth is not None else None
-            ctx = self.connector.context(endpoint, kwargs, user=user)
+            if self.auth is not None:
+                # (the path is resolved first: an unknown one is a 404, COMPAT 9)
+                await self.auth.authorize_control(caller, endpoint, kwargs, call.method,
+                                                  call.params)
+            ctx = self.connector.context(endpoint, kwargs, user=caller.user)
             params = dict(call.params)
             params["owner"] = jsonrpc.owner(ctx.user)
             result = await self.connector.control(ctx, endpoint, call.method, params,
@@ -282,18 +282,28 @@ class RestResource(Resource):
         if not responder.disconnected:
             responder.send(200, jsonrpc.success(call.id, result))
 
+    async def _caller(self, request: Request) -> Caller:
+        """Who makes ``request``; the 401 of a bad bearer token, the 429 of an address
+        that failed too often."""
+        if self.auth is None:
+            return ANONYMOUS_CALLER
+        return await self.auth.caller(request)
+
     def path_of(self, request: Request) -> tuple[str, ...]:
         """The path below ``/api/v2`` as text segments; 400 when it is not UTF-8."""
         return decode_path(request, request.postpath or ())
 
     async def _read(self, request: Request, responder: Responder, compact: bool) -> None:
+        caller = await self._caller(request)  # (a bad token: 401 before all else)
         path = self.path_of(request)
         endpoint, kwargs = self.connector.match(path)
         query = request.uri.partition(b"?")[2]
         args = group(parse_query_string(query))
         spec = self.connector.parse_spec(endpoint, args)
-        user = self.auth.user_for(request) if self.auth is not None else None
-        ctx = self.connector.context(endpoint, kwargs, user=user)
+        if self.auth is not None:
+            # (HEAD is a read like GET, COMPAT 7; the path is resolved first, COMPAT 9)
+            spec = await self.auth.authorize_read(caller, endpoint, kwargs, spec)
+        ctx = self.connector.context(endpoint, kwargs, user=caller.user)
         answer = await self.connector.read(ctx, endpoint, spec, kwargs)
         plural = endpoint.rtype.plural
         if isinstance(answer, RawData):

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
+from buildbot_rest.auth.service import AuthService
 from buildbot_rest.config import (
     DEFAULT_CLIENT_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT,
@@ -29,7 +30,6 @@ from buildbot_rest.processes import KILL_MARGIN, ServerProcesses, process_config
 from buildbot_rest.www.app import WebApp
 from buildbot_rest.www.channel import ABORT_AFTER, ApiChannel, Connections, Drain, origin_form
 from buildbot_rest.www.headers import set_common_headers
-from buildbot_rest.www.rest import UserSource
 from buildbot_rest.www.ws import CLOSE_TIMEOUT
 
 log = Logger()
@@ -55,7 +55,7 @@ class WebService(MultiService):
     name = "www"
 
     def __init__(self, config: Config, connector: DataConnector, *, reactor: Any,
-                 auth: UserSource | None = None, live: LiveEvents | None = None,
+                 auth: AuthService | None = None, live: LiveEvents | None = None,
                  shutdown_timeout: float | None = None,
                  inherited_socket: tuple[int, int] | None = None,
                  access_file: AccessLogFile | None = None) -> None:

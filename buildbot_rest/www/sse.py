@@ -27,17 +27,18 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 
+from buildbot_rest.auth.service import AuthService, Caller
 from buildbot_rest.config import Config
 from buildbot_rest.data.errors import ApiError, BadRequest, Forbidden, NotFound
 from buildbot_rest.mq.base import KeyFilter
 from buildbot_rest.mq.live import Event, LiveEvents, Subscription, TooOld
 from buildbot_rest.www.encoding import JSON_TYPE
 from buildbot_rest.www.live import MAX_SUBSCRIPTIONS, Backlog, LiveResource, key_filter
-from buildbot_rest.www.rest import UserSource, decode_path, error_body, error_headers
+from buildbot_rest.www.rest import decode_path, error_body, error_headers
 
 log = Logger()
 
@@ -72,11 +73,12 @@ class _Stream:
     """One open stream: its request, its subscriptions (by filter) and what it has yet
     to send (a :class:`Backlog` of ``live_buffer`` bytes, the request's producer)."""
 
-    def __init__(self, resource: SseResource, request: Request,
-                 user: Mapping[str, Any]) -> None:
+    def __init__(self, resource: SseResource, request: Request, caller: Caller) -> None:
         self._resource = resource
         self.request = request
-        self.owner = _identity(user)
+        #: who opened the stream (only they may add to it or remove from it)
+        self.caller = caller
+        self.owner = _identity(caller.user)
         self.uuid = str(uuid.uuid4())
         self.subscriptions: dict[KeyFilter, Subscription] = {}
         self.backlog = Backlog(self._write, resource.config.live_buffer, self._overflow,
@@ -163,23 +165,47 @@ class SseResource(LiveResource):
     everything) tells who makes a request; an :class:`AuthService` also says which
     subscriptions each user may have (``may_subscribe``: else 403, COMPAT 19)."""
 
-    def __init__(self, live: LiveEvents | None, *, auth: UserSource | None, config: Config,
+    def __init__(self, live: LiveEvents | None, *, auth: AuthService | None, config: Config,
                  reactor: Any) -> None:
         super().__init__(live, auth=auth, config=config, reactor=reactor)
         #: the open streams, by uuid
         self.streams: dict[str, _Stream] = {}
 
-    def render(self, request: Request) -> bytes | int:
+    def render(self, request: Request) -> int:
+        d = defer.ensureDeferred(self._answer(request))
+        d.addErrback(self._failed, request)
+        return NOT_DONE_YET
+
+    async def _answer(self, request: Request) -> None:
         try:
-            return self._render(request)
+            caller = await self.caller(request)
+            body = self._render(request, caller)
         except ApiError as e:
             request.setResponseCode(e.status)
             request.setHeader(b"content-type", JSON_TYPE)
             for name, value in (error_headers(e) or {}).items():
                 request.setHeader(name, value)
-            return error_body(e.message)
+            body = error_body(e.message)
+        if body is NOT_DONE_YET or request._disconnected:
+            return
+        assert isinstance(body, bytes)
+        request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
 
-    def _render(self, request: Request) -> bytes | int:
+    @staticmethod
+    def _failed(failure: Any, request: Request) -> None:
+        log.failure("answering {uri}", failure, uri=request.uri)
+        if not request._disconnected and not request.finished:
+            if request.startedWriting:
+                request.finish()
+                return
+            request.setResponseCode(500)
+            request.setHeader(b"content-type", JSON_TYPE)
+            request.write(error_body("internal error - see logs"))
+            request.finish()
+
+    def _render(self, request: Request, caller: Caller) -> bytes | int:
         if self.live is None:
             raise NotFound("no live events here: this server has no message queue")
         segments = list(request.postpath or [])
@@ -187,21 +213,20 @@ class SseResource(LiveResource):
             segments.pop()
         path = list(decode_path(request, segments))
         command = path.pop(0) if path and path[0] in ("listen", "add", "remove") else "listen"
-        user = self.user(request)
         if command == "listen":
-            return self._listen(request, self.live, user, path)
+            return self._listen(request, self.live, caller, path)
         if not path:
             raise BadRequest("need uuid")
         stream = self.streams.get(path.pop(0))
         if stream is None:
             raise BadRequest("unknown uuid")
-        if stream.owner != _identity(user):
+        if stream.owner != _identity(caller.user):
             raise Forbidden("this stream was opened by another user")
         if not path:
             raise BadRequest(f"need a path to {command} after the uuid")
         wanted = key_filter(path)
         if command == "add":
-            self._authorize(user, wanted, path)
+            self._authorize(caller, wanted, path)
             if (wanted not in stream.subscriptions
                     and len(stream.subscriptions) >= MAX_SUBSCRIPTIONS):
                 raise BadRequest(f"too many paths: a stream may have at most "
@@ -216,12 +241,12 @@ class SseResource(LiveResource):
         request.setHeader(b"content-type", TEXT_TYPE)
         return b"ok"
 
-    def _listen(self, request: Request, live: LiveEvents, user: Mapping[str, Any],
+    def _listen(self, request: Request, live: LiveEvents, caller: Caller,
                 path: list[str]) -> int | bytes:
-        stream = _Stream(self, request, user)
+        stream = _Stream(self, request, caller)
         if path:
             wanted = key_filter(path)
-            self._authorize(user, wanted, path)
+            self._authorize(caller, wanted, path)
             since = self._last_event_id(request)
             try:
                 stream.subscriptions[wanted] = live.subscribe(stream.deliver, wanted,
@@ -246,9 +271,8 @@ class SseResource(LiveResource):
         if self.live is not None:
             self.live.unregister(stream)
 
-    def _authorize(self, user: Mapping[str, Any], wanted: KeyFilter,
-                   path: list[str]) -> None:
-        if not self.may_subscribe(user, wanted):
+    def _authorize(self, caller: Caller, wanted: KeyFilter, path: list[str]) -> None:
+        if not self.may_subscribe(caller, wanted):
             raise Forbidden(f"not allowed to receive the events of {'/'.join(path)}")
 
     @staticmethod

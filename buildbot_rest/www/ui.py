@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 from twisted.web.iweb import IRequest
@@ -19,9 +20,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from buildbot_rest.config import Config
+from buildbot_rest.data.errors import ApiError
 from buildbot_rest.www import frontend
 from buildbot_rest.www.encoding import JSON_TYPE, choose_encoding
-from buildbot_rest.www.rest import Responder, error_body, sent_path
+from buildbot_rest.www.rest import Responder, error_body, error_headers, sent_path
 
 log = Logger()
 
@@ -184,6 +186,31 @@ class UiResource(Resource):
             return _send(request, 405, error_body(
                 f"Method not allowed: {request.method.decode('latin-1')}"))
         segments: list[bytes] = list(request.postpath or [])
+        if segments in ([b"config"], [b""], [b"index.html"]):
+            # (they show the caller: found first, from a token or the session cookie)
+            d = defer.ensureDeferred(self._personal(request, segments))
+            d.addErrback(self._failed, request)
+            return NOT_DONE_YET
+        return self._render(request, segments)
+
+    async def _personal(self, request: Any, segments: list[bytes]) -> None:
+        if self.auth is not None:
+            try:
+                await self.auth.caller(request)
+            except ApiError as e:
+                _send(request, e.status, error_body(e.message), JSON_TYPE,
+                      error_headers(e))
+                return
+        if not request._disconnected:
+            self._render(request, segments)
+
+    @staticmethod
+    def _failed(failure: Any, request: Any) -> None:
+        log.failure("answering {uri}", failure, uri=request.uri)
+        if not request._disconnected and not request.startedWriting:
+            _send(request, 500, error_body("internal error - see logs"))
+
+    def _render(self, request: Any, segments: list[bytes]) -> Any:
         if segments == [b"config"]:
             body = frontend.config_json(self.frontend_config(request))
             return _send(request, 200, body, CONFIG_TYPE, {b"cache-control": CONFIG_CACHE})

@@ -19,19 +19,22 @@ from collections.abc import Mapping
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet import defer
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 
+from buildbot_rest.auth.service import AuthService, Caller
 from buildbot_rest.config import Config
+from buildbot_rest.data.errors import ApiError
 from buildbot_rest.mq.live import Event, LiveEvents, Subscription, TooOld
 from buildbot_rest.www.encoding import JSON_TYPE
 from buildbot_rest.www.headers import SERVER
 from buildbot_rest.www.jsonrpc import origin_allowed
 from buildbot_rest.www.live import MAX_SUBSCRIPTIONS, Backlog, LiveResource, key_filter
-from buildbot_rest.www.rest import UserSource, error_body
+from buildbot_rest.www.rest import error_body, error_headers
 
 log = Logger()
 
@@ -67,11 +70,12 @@ class WsResource(LiveResource):
     405 for a method other than GET, 426 without ``Upgrade: websocket`` (or with a
     WebSocket version other than 13), 400 for another faulty handshake, 403 from a page
     of another site (its ``Origin``); 404 when the server has no live events (``live``
-    is None: no message queue). The caller's user (``auth.user_for``) is taken at the
-    upgrade. ``config`` gives ``ping_interval`` (seconds, 0: no pings) and
-    ``live_buffer`` (bytes a client may leave unread)."""
+    is None: no message queue). The caller (``auth.caller``: a bearer token or the
+    session cookie) is found once, at the upgrade: a bad token is a 401. ``config``
+    gives ``ping_interval`` (seconds, 0: no pings) and ``live_buffer`` (bytes a client
+    may leave unread)."""
 
-    def __init__(self, live: LiveEvents | None, *, auth: UserSource | None,
+    def __init__(self, live: LiveEvents | None, *, auth: AuthService | None,
                  config: Config, reactor: Any) -> None:
         super().__init__(live, auth=auth, config=config, reactor=reactor)
         self.factory = WebSocketServerFactory(server=SERVER.decode(), reactor=reactor)
@@ -103,18 +107,35 @@ class WsResource(LiveResource):
         else:
             refused = None
         if refused is not None:
-            code, message, headers = refused
-            # (Twisted knows no reason phrase for 426)
-            request.setResponseCode(code, b"Upgrade Required" if code == 426 else None)
-            request.setHeader(b"content-type", JSON_TYPE)
-            for name, value in headers.items():
-                request.setHeader(name, value)
-            return error_body(message)
-        user = self.user(request)
-        connection = _Connection(self, user)
+            return _refuse(request, *refused)
+        d = defer.ensureDeferred(self._upgrade(request, channel, transport))
+        d.addErrback(self._failed, request)
+        return NOT_DONE_YET
+
+    async def _upgrade(self, request: Request, channel: Any, transport: Any) -> None:
+        """Find the caller (its token or cookie), then hand the connection over: the
+        client waits for the handshake's answer, so nothing arrives meanwhile (RFC
+        6455 4.1)."""
+        try:
+            caller = await self.caller(request)
+        except ApiError as e:
+            if not request._disconnected and channel.transport is not None:
+                request.write(_refuse(request, e.status, e.message,
+                                      error_headers(e) or {}))
+                request.finish()
+            return
+        if request._disconnected or channel.transport is None:
+            return
+        connection = _Connection(self, caller)
         connection.factory = self.factory
         self._take_over(request, channel, transport, connection)
-        return NOT_DONE_YET
+
+    @staticmethod
+    def _failed(failure: Any, request: Request) -> None:
+        log.failure("upgrading {uri} to a WebSocket", failure, uri=request.uri)
+        if not request._disconnected and not request.finished:
+            request.write(_refuse(request, 500, "internal error - see logs", {}))
+            request.finish()
 
     def _origin_allowed(self, request: Request) -> bool:
         """A browser sends ``Origin``; a WebSocket is not bound by the same-origin
@@ -161,6 +182,19 @@ class WsResource(LiveResource):
             site.log(request)
 
 
+def _refuse(request: Request, code: int, message: str,
+            headers: Mapping[bytes, bytes]) -> bytes:
+    """Answer a request that does not become a WebSocket: ``{"error": message}``."""
+    # (Twisted knows no reason phrase for 426)
+    request.setResponseCode(code, b"Upgrade Required" if code == 426 else None)
+    request.setHeader(b"content-type", JSON_TYPE)
+    for name, value in headers.items():
+        request.setHeader(name, value)
+    body = error_body(message)
+    request.setHeader(b"content-length", b"%d" % len(body))
+    return body
+
+
 def _tokens(request: Request, name: bytes) -> set[bytes]:
     values = request.requestHeaders.getRawHeaders(name) or []
     return {token.strip().lower() for value in values for token in value.split(b",")}
@@ -199,11 +233,12 @@ class _Connection(WebSocketServerProtocol):
     upstream), and its queue of frames to send (a :class:`Backlog`, bounded by
     ``live_buffer``, through which replies and events go in order)."""
 
-    def __init__(self, resource: WsResource, user: Mapping[str, Any]) -> None:
+    def __init__(self, resource: WsResource, caller: Caller) -> None:
         super().__init__()
         self._resource = resource
         self._live: LiveEvents = resource.live  # type: ignore[assignment]
-        self.user = user
+        #: who opened the connection (taken once, at the upgrade)
+        self.caller = caller
         self._subscriptions: dict[str, Subscription] = {}
         self._backlog: Backlog | None = None
 
@@ -330,7 +365,7 @@ class _Connection(WebSocketServerProtocol):
             return self._error(_id, 400, f"invalid since '{since!s}': the sequence "
                                          f"number ('s') of an event is expected")
         keys = key_filter(path)
-        if not self._resource.may_subscribe(self.user, keys):
+        if not self._resource.may_subscribe(self.caller, keys):
             return self._error(_id, 403, f"not allowed to consume '{path}'")
         if path not in self._subscriptions and len(self._subscriptions) >= MAX_SUBSCRIPTIONS:
             return self._error(_id, 400, f"too many paths consumed: at most "

@@ -19,7 +19,7 @@ from twisted.internet import endpoints, reactor, task
 from twisted.logger import formatEvent
 from twisted.web.server import Site
 
-from buildbot_rest.auth.service import AuthService
+from buildbot_rest.auth.service import ANONYMOUS_CALLER, AuthService, Caller
 from buildbot_rest.config import Config
 from buildbot_rest.db import schema as s
 from buildbot_rest.service import RestService
@@ -459,9 +459,9 @@ async def test_subscriptions_are_authorized(sqlite: Api, streams: list[Stream]) 
 class ByHeader(AuthService):
     """The user a request's ``X-User`` header names (anonymous without one)."""
 
-    def user_for(self, request: Any) -> Any:
+    async def _find_caller(self, request: Any) -> Caller:
         name = request.getHeader(b"x-user")
-        return {"username": name.decode()} if name else {"anonymous": True}
+        return Caller(user={"username": name.decode()}) if name else ANONYMOUS_CALLER
 
 
 @pytest_twisted.ensureDeferred

@@ -25,6 +25,7 @@ from twisted.web.server import Site
 
 import buildbot_rest
 import twisted
+from buildbot_rest.auth.service import AuthService, Caller
 from buildbot_rest.config import Config
 from buildbot_rest.data.connector import DataConnector
 from buildbot_rest.www import WebApp
@@ -180,12 +181,12 @@ async def test_buildbot_url_is_where_the_page_was_opened_unless_configured(api_s
         assert r.body == (STATIC / "assets/index-CQKNRskk.css").read_bytes()
 
 
-class Users:
-    """An authentication that knows one user and describes itself (a stand-in for the
-    auth issue's service: only ``user_for`` and ``frontend_auth`` are asked)."""
+class Users(AuthService):
+    """An authentication that knows one user and describes itself."""
 
-    def user_for(self, request: Any) -> dict[str, Any]:
-        return {"username": "ann", "email": "ann@example.org", "full_name": "Ann"}
+    async def _find_caller(self, request: Any) -> Caller:
+        return Caller(user={"username": "ann", "email": "ann@example.org",
+                            "full_name": "Ann"})
 
     def frontend_auth(self) -> dict[str, Any]:
         return {"name": "UserPasswordAuth"}
