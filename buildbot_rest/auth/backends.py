@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from passlib.apache import HtpasswdFile
-from passlib.context import CryptContext
+from passlib.apache import HtpasswdFile  # type: ignore[import-untyped]
+from passlib.context import CryptContext  # type: ignore[import-untyped]
 from twisted.internet import threads
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
@@ -418,7 +418,7 @@ def _known_hash(value: str) -> bool:
     if scheme is None:
         return False
     try:
-        USERS_CONTEXT.handler(scheme).from_string(value)  # type: ignore[attr-defined]
+        USERS_CONTEXT.handler(scheme).from_string(value)
     except (ValueError, TypeError):
         return False
     return True

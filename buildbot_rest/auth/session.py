@@ -9,12 +9,13 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import jwt
 import sqlalchemy as sa
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from buildbot_rest.auth import tables
 from buildbot_rest.db.pool import DatabaseUnavailable, first_line
@@ -165,21 +166,10 @@ class Sessions:
         or expired one, an anonymous one, or one issued at or before that user's last
         logout). The logout is read on a database thread; a database that cannot
         answer raises :class:`~buildbot_rest.data.errors.ServiceUnavailable` (503)."""
-        if self.secret is None:
-            return None
-        raw = request.getCookie(cookie_name(request))
-        if not raw:
-            return None
-        try:
-            token = raw.decode("ascii")
-        except UnicodeDecodeError:
-            return None
-        decoded = self.decode(token)
+        decoded = self._cookie(request)
         if decoded is None:
             return None
         user_info, issued = decoded
-        if user_info.get("anonymous"):
-            return None
         key = tables.user_key(user_info)
         if key is not None and self.db is not None:
             try:
@@ -190,6 +180,27 @@ class Sessions:
             if out is not None and issued * 1000 <= out:
                 return None
         return user_info
+
+    def cookie_user(self, request: IRequest) -> dict[str, Any] | None:
+        """The user info of ``request``'s valid session cookie, not checked against
+        logouts (for a logout), or None."""
+        decoded = self._cookie(request)
+        return decoded[0] if decoded is not None else None
+
+    def _cookie(self, request: IRequest) -> tuple[dict[str, Any], float] | None:
+        if self.secret is None:
+            return None
+        raw = request.getCookie(cookie_name(request))
+        if not raw:
+            return None
+        try:
+            token = raw.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        decoded = self.decode(token)
+        if decoded is None or decoded[0].get("anonymous"):
+            return None
+        return decoded
 
     def set_cookie(self, request: IRequest, user_info: Mapping[str, Any]) -> None:
         """Give ``request``'s client a session cookie of ``user_info``: ``Path=/``,
@@ -206,9 +217,11 @@ class Sessions:
 
     def _add_cookie(self, request: IRequest, value: bytes, lifetime: int) -> None:
         expires = formatdate(self.clock() + lifetime if lifetime else 0, usegmt=True)
-        request.addCookie(cookie_name(request), value, path=b"/", httpOnly=True,
-                          sameSite="lax", secure=request.isSecure(),
-                          max_age=str(lifetime).encode(), expires=expires.encode())
+        # (IRequest's addCookie lacks Twisted's httpOnly and sameSite)
+        cast(Request, request).addCookie(
+            cookie_name(request), value, path=b"/", httpOnly=True,
+            sameSite="lax", secure=request.isSecure(), max_age=str(lifetime).encode(),
+            expires=expires.encode())
 
     async def logout(self, request: IRequest, user_info: Mapping[str, Any] | None) -> None:
         """Log ``user_info`` (the session's user, or None) out: record the time (epoch
@@ -258,7 +271,9 @@ def _create_secret(conn: sa.Connection, secret: str) -> None:
         sa.select(objects.c.id).where(objects.c.name == SECRET_OBJECT[0],
                                       objects.c.class_name == SECRET_OBJECT[1])).scalar()
     if objectid is None:
-        objectid = conn.execute(objects.insert().values(
-            name=SECRET_OBJECT[0], class_name=SECRET_OBJECT[1])).inserted_primary_key[0]
+        inserted = conn.execute(objects.insert().values(
+            name=SECRET_OBJECT[0], class_name=SECRET_OBJECT[1])).inserted_primary_key
+        assert inserted is not None
+        objectid = inserted[0]
     conn.execute(object_state.insert().values(objectid=objectid, name=SECRET_STATE,
                                               value_json=json.dumps(secret)))

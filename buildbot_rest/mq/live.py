@@ -85,17 +85,24 @@ class TooOld(Exception):
         self.last = last
 
 
+#: a client's test of each event it may receive, ``accept(routing key, message)`` (the
+#: auth service's ``event_filter``: view rules)
+Accept = Callable[[RoutingKey, Mapping[str, Any]], bool]
+
+
 class Subscription:
     """A client's subscription to :class:`LiveEvents`: ``callback(event)`` for each event
-    whose key matches ``key_filter``, until :meth:`stop`."""
+    whose key matches ``key_filter`` (and that ``accept`` accepts, when given), until
+    :meth:`stop`."""
 
-    __slots__ = ("_live", "callback", "key_filter")
+    __slots__ = ("_live", "accept", "callback", "key_filter")
 
     def __init__(self, live: LiveEvents, callback: Callable[[Event], None],
-                 key_filter: KeyFilter) -> None:
+                 key_filter: KeyFilter, accept: Accept | None = None) -> None:
         self._live = live
         self.callback = callback
         self.key_filter = key_filter
+        self.accept = accept
 
     def stop(self) -> None:
         """End it (idempotent): no event is given once this returns."""
@@ -191,6 +198,9 @@ class LiveEvents(Service):
                 if subscription not in group:
                     continue  # (stopped by an earlier callback of this event)
                 try:
+                    accept = subscription.accept
+                    if accept is not None and not accept(key, message):
+                        continue  # (the client may not see it: the event stays shared)
                     subscription.callback(event)
                 except Exception:  # noqa: BLE001 - one client must not stop the rest
                     log.failure("a live client of {key} failed", key="/".join(key))
@@ -203,8 +213,9 @@ class LiveEvents(Service):
         return self._next - 1
 
     def subscribe(self, callback: Callable[[Event], None], key_filter: KeyFilter, *,
-                  since: int | None = None) -> Subscription:
-        """Subscribe ``callback`` to the events whose key matches ``key_filter``.
+                  since: int | None = None, accept: Accept | None = None) -> Subscription:
+        """Subscribe ``callback`` to the events whose key matches ``key_filter`` and
+        that ``accept`` (when given: the client's event filter) accepts.
 
         With ``since``, the kept events numbered above it that match are given first,
         before this returns, in order; TooOld (and no subscription) when events after
@@ -213,8 +224,8 @@ class LiveEvents(Service):
         the window)."""
         missed: list[Event] = []
         if since is not None:
-            missed = list(self.missed(key_filter, since))
-        subscription = Subscription(self, callback, tuple(key_filter))
+            missed = list(self.missed(key_filter, since, accept=accept))
+        subscription = Subscription(self, callback, tuple(key_filter), accept)
         if key_filter:
             node = self._index.setdefault(len(key_filter), {})
             for element in key_filter[:-1]:
@@ -264,15 +275,18 @@ class LiveEvents(Service):
         if not self._index[len(key_filter)]:
             del self._index[len(key_filter)]
 
-    def missed(self, key_filter: KeyFilter, since: int) -> Iterator[Event]:
-        """The kept events numbered above ``since`` that match ``key_filter``; TooOld
-        (see :meth:`subscribe`) before any when they are not all kept."""
+    def missed(self, key_filter: KeyFilter, since: int, *,
+               accept: Accept | None = None) -> Iterator[Event]:
+        """The kept events numbered above ``since`` that match ``key_filter`` (and that
+        ``accept`` accepts, when given); TooOld (see :meth:`subscribe`) before any when
+        they are not all kept."""
         oldest = self._events[0].seq if self._events else self._next
         # (the kept events are numbered oldest..last without a gap)
         if not oldest - 1 <= since <= self.last:
             raise TooOld(since, oldest, self.last)
         events = itertools.islice(self._events, since - oldest + 1, None)
-        return (e for e in events if matches(key_filter, e.key))
+        return (e for e in events if matches(key_filter, e.key)
+                and (accept is None or accept(e.key, e.message)))
 
     # -- clients --------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ that ``id``; earlier failures have none (upstream's)."""
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import json
 from collections.abc import Mapping, Sequence
@@ -120,7 +121,7 @@ def origin_of(url: str) -> str:
 
 
 def origin_allowed(origins: Sequence[bytes], *, secure: bool, host: bytes | None,
-                   base_url: str) -> bool:
+                   base_url: str, allowed_origins: Sequence[str] = ()) -> bool:
     """Whether a call that carries ``Origin`` headers (``origins``, as sent) may run: a
     browser sends one, and a page of another site must not make the server act (CSRF).
 
@@ -129,7 +130,8 @@ def origin_allowed(origins: Sequence[bytes], *, secure: bool, host: bytes | None
     35) when that ``Host`` is ``base_url``'s host, an IP address or ``localhost``: a
     name of someone else's that resolves to this server (DNS rebinding) is not the
     server's own. Compared lowercased, as upstream. More than one ``Origin`` is
-    refused."""
+    refused. ``allowed_origins``: more origins, as lowercased fnmatch patterns
+    (upstream's ``allowed_origins``, see :func:`configured_origin`)."""
     if len(origins) != 1:
         return False
     try:
@@ -150,7 +152,17 @@ def origin_allowed(origins: Sequence[bytes], *, secure: bool, host: bytes | None
                      or _is_address(name)):
             allowed.add(own)
     allowed.discard("")
-    return origin_of(sent) in allowed
+    return origin_of(sent) in allowed or configured_origin(sent, allowed_origins)
+
+
+def configured_origin(origin: str, allowed_origins: Sequence[str]) -> bool:
+    """Whether ``origin`` (one ``Origin`` value) matches one of ``allowed_origins``
+    (lowercased fnmatch patterns, as upstream translates them; "null" and what is not
+    an origin never do)."""
+    sent = origin.strip().lower()
+    if not allowed_origins or not sent or sent == "null" or origin_of(sent) != sent.rstrip("/"):
+        return False
+    return any(fnmatch.fnmatchcase(origin_of(sent), pattern) for pattern in allowed_origins)
 
 
 def _is_address(name: str) -> bool:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+import bcrypt
 import pytest
 
 from buildbot_rest.scripts import main as buildbot_rest_command
@@ -45,6 +46,9 @@ DEBIAN_PACKAGES = "apt-get install chromium chromium-driver"
 
 #: the force scheduler the server is configured with (on every builder of the demo)
 FORCE_SCHEDULER = "force"
+#: the one user of the server (a static user, its password hashed in the configuration)
+USER = {"username": "ada", "email": "ada@example.org", "full_name": "Ada Lovelace"}
+PASSWORD = "analytical engine"
 
 #: the longest wait for the page to show what it must, or for its requests to end; a
 #: bound on a failure, not a speed check (a page normally renders in well under a second)
@@ -148,7 +152,8 @@ def _builder_names(db_file: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def ui_server(artefacts: Path) -> Iterator[UiServer]:
     """``twistd -n buildbot-rest`` over a new demo database, with the force scheduler
-    :data:`FORCE_SCHEDULER` on every builder, on a free port of 127.0.0.1; stopped with
+    :data:`FORCE_SCHEDULER` on every builder and one static user (:data:`USER`,
+    :data:`PASSWORD`), on a free port of 127.0.0.1; stopped with
     SIGTERM (its files deleted, its log kept in the artefacts) at the end."""
     try:
         importlib.metadata.distribution("buildbot-www")
@@ -159,8 +164,14 @@ def ui_server(artefacts: Path) -> Iterator[UiServer]:
         db_file = workdir / "demo.sqlite"
         assert buildbot_rest_command(["demo-db", "--db", f"sqlite:///{db_file}"]) == 0
         config = workdir / "server.toml"
+        hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
         config.write_text(f"[[forceschedulers]]\nname = {json.dumps(FORCE_SCHEDULER)}\n"
-                          f"builder_names = {json.dumps(_builder_names(db_file))}\n")
+                          f"builder_names = {json.dumps(_builder_names(db_file))}\n"
+                          f"[auth]\nbackend = \"users\"\n"
+                          f"[auth.users.{USER['username']}]\n"
+                          f"password = {json.dumps(hashed)}\n"
+                          f"email = {json.dumps(USER['email'])}\n"
+                          f"full_name = {json.dumps(USER['full_name'])}\n")
         port = _free_port()
         log = workdir / "twistd.log"
         proc = twistd("-n", "--logfile", str(log), "--pidfile", str(workdir / "twistd.pid"),

@@ -23,7 +23,15 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import FORCE_SCHEDULER, Browser, PageRecord, UiServer, problems
+from tests.browser.conftest import (
+    FORCE_SCHEDULER,
+    PASSWORD,
+    USER,
+    Browser,
+    PageRecord,
+    UiServer,
+    problems,
+)
 
 
 def check_page(browser: Browser, server: UiServer, name: str) -> PageRecord:
@@ -259,6 +267,72 @@ def test_force_dialog_starts_a_request(browser: Browser, ui_server: UiServer) ->
         check_page(browser, ui_server, "force-dialog")
     finally:
         ui_server.rpc(f"buildrequests/{brid}", "cancel", reason="browser test done")
+
+
+def _login_bar(browser: Browser, title: str) -> None:
+    """Open the login bar's menu (its toggle shows ``title``)."""
+    from selenium.webdriver.common.by import By
+    toggle = browser.driver.find_element(By.ID, "bb-loginbar-dropdown")
+    assert toggle.text.strip() == title
+    toggle.click()
+
+
+def _menu_item(browser: Browser, label: str) -> Any:
+    from selenium.webdriver.common.by import By
+    return browser.driver.find_element(
+        By.XPATH, f"//a[contains(@class, 'dropdown-item')][normalize-space()='{label}']")
+
+
+def test_login_and_logout_through_the_ui(browser: Browser, ui_server: UiServer) -> None:
+    """The login bar's own items: "Login" goes to ``/auth/login``, whose Basic challenge
+    the browser answers (headless Chromium has no password prompt, so the credentials a
+    user would type there are given to it through DevTools); the page comes back logged
+    in (the session cookie: HttpOnly, SameSite=Lax), acts as the user (a build forced
+    from the UI is owned by the user's email), and "Logout" makes it anonymous again."""
+    import base64
+
+    from selenium.webdriver.common.by import By
+
+    one = ui_server.get("builders?order=name&limit=1")["builders"][0]
+    browser.open(f"#/builders/{one['builderid']}")
+    browser.wait_for_texts(["Anonymous", one["name"]])
+    _login_bar(browser, "Anonymous")
+    login = _menu_item(browser, "Login")
+    assert login.get_attribute("href") == (
+        f"{browser.root}auth/login?redirect=/builders/{one['builderid']}")
+    credentials = base64.b64encode(f"{USER['username']}:{PASSWORD}".encode()).decode()
+    driver = browser.driver
+    driver.execute_cdp_cmd("Network.setExtraHTTPHeaders",
+                           {"headers": {"Authorization": f"Basic {credentials}"}})
+    try:
+        login.click()
+        browser.wait_until("the logged-in page", lambda text: USER["full_name"] in text)
+    finally:
+        driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})
+    # back on the page the login started from, as the user, by the cookie alone
+    assert driver.current_url == f"{browser.root}#/builders/{one['builderid']}"
+    cookie = driver.get_cookie("TWISTED_SESSION")
+    assert cookie is not None
+    assert (cookie["httpOnly"], cookie["sameSite"]) == (True, "Lax")
+    browser.open(f"#/builders/{one['builderid']}/force/{FORCE_SCHEDULER}")
+    browser.wait_for_texts(["Start build", USER["full_name"]])
+    driver.find_element(By.XPATH, "//button[normalize-space()='Start build']").click()
+    browser.wait_until("the new request's page",
+                       lambda _: "#/buildrequests/" in driver.current_url)
+    brid = int(re.findall(r"#/buildrequests/(\d+)", driver.current_url)[0])
+    try:
+        request = ui_server.get(f"buildrequests/{brid}")["buildrequests"][0]
+        properties = ui_server.get(f"buildsets/{request['buildsetid']}/properties")[
+            "properties"][0]
+        assert properties["owner"] == [USER["email"], "Force Build Form"]
+    finally:
+        ui_server.rpc(f"buildrequests/{brid}", "cancel", reason="browser test done")
+    check_page(browser, ui_server, "logged-in")
+    _login_bar(browser, USER["full_name"])
+    _menu_item(browser, "Logout").click()
+    browser.wait_until("the logged-out page", lambda text: "Anonymous" in text)
+    assert driver.current_url.startswith(f"{browser.root}#/buildrequests/{brid}")
+    check_page(browser, ui_server, "logged-out")
 
 
 def test_server_stops_cleanly_after_the_ui(browser: Browser, ui_server: UiServer) -> None:
