@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from twisted.web.iweb import IRequest
 
+from buildbot_rest.www.headers import add_vary
 from buildbot_rest.www.jsonrpc import configured_origin, origin_allowed
 
 #: the methods a preflight may ask for (upstream's)
@@ -39,7 +40,7 @@ def handle(request: IRequest, *, allowed_origins: Sequence[str], base_url: str) 
     "invalid origin"}}`` for a POST (JSON-RPC callers read ``error.message``) and
     ``{"error": "invalid origin"}`` otherwise; a preflight for a method other than
     GET, HEAD or POST is ``invalid method``. A preflight is 200 with an empty body."""
-    request.setHeader(b"vary", b"Origin")
+    add_vary(request, b"Origin")
     origins = request.requestHeaders.getRawHeaders(b"origin")
     if origins is None:
         return False

@@ -22,3 +22,13 @@ def set_common_headers(request: IRequest) -> None:
     or script. Call it before the first byte of the answer is written."""
     request.setHeader(b"server", SERVER)
     request.setHeader(b"x-content-type-options", b"nosniff")
+
+
+def add_vary(request: IRequest, name: bytes) -> None:
+    """Add ``name`` to the answer's ``Vary`` (RFC 9110 12.5.5), keeping what is there
+    (``Origin`` from CORS, ``Accept-Encoding`` from compression)."""
+    present = request.responseHeaders.getRawHeaders(b"vary") or []
+    names = [n.strip() for line in present for n in line.split(b",") if n.strip()]
+    if name.lower() not in (n.lower() for n in names):
+        names.append(name)
+    request.setHeader(b"vary", b", ".join(names))

@@ -33,8 +33,8 @@ from buildbot_rest.data.errors import (
 from buildbot_rest.data.rawdata import RawData
 from buildbot_rest.data.reads import Collection, CollectionStream
 from buildbot_rest.data.resultspec import ResultSpec, group, parse_query_string
-from buildbot_rest.www import encoding, jsonrpc
-from buildbot_rest.www.headers import DOWNLOAD_POLICY
+from buildbot_rest.www import cors, encoding, jsonrpc
+from buildbot_rest.www.headers import DOWNLOAD_POLICY, add_vary
 
 log = Logger()
 
@@ -89,8 +89,7 @@ class Responder:
             req.setHeader(name, value)
         chosen = None
         if compress:
-            req.setHeader(b"vary", b"Accept-Encoding")
-        if compress:
+            add_vary(req, b"Accept-Encoding")
             # HEAD says what GET would: the same coding, and the length of the coded
             # body when GET sends one (RFC 9110 9.3.2).
             # Several Accept-Encoding lines make one list (RFC 9110 5.3).
@@ -202,6 +201,9 @@ class RestResource(Resource):
         self.auth = auth
 
     def render(self, request: Request) -> Any:
+        allowed = self.auth.settings.allowed_origins if self.auth is not None else ()
+        if cors.handle(request, allowed_origins=allowed, base_url=self.connector.base_url):
+            return NOT_DONE_YET  # (a preflight, or an origin refused: answered)
         responder = Responder(request)
         d = defer.ensureDeferred(self._handle(request, responder))
         d.addErrback(self._internal_error, request, responder)
@@ -250,13 +252,7 @@ class RestResource(Resource):
 
     async def _control(self, request: Request, responder: Responder) -> None:
         """A JSON-RPC call (protocol.md 4): errors are answered with JSON-RPC envelopes."""
-        origins = request.requestHeaders.getRawHeaders(b"origin")
-        if origins is not None and not jsonrpc.origin_allowed(
-                origins, secure=request.isSecure(), host=request.getHeader(b"host"),
-                base_url=self.connector.base_url):
-            # protocol.md 4.1 check 1, upstream's answer
-            responder.send(400, json.dumps({"error": {"message": "invalid origin"}}).encode())
-            return
+        # (protocol.md 4.1 check 1, the Origin, is made for every method: cors.handle)
         call = None
         try:
             body = request.content.read() if request.content is not None else b""

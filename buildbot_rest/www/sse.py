@@ -78,6 +78,8 @@ class _Stream:
         self.request = request
         #: who opened the stream (only they may add to it or remove from it)
         self.caller = caller
+        #: which events it may receive (view rules), None: all
+        self.accept = resource.event_filter(caller)
         self.owner = _identity(caller.user)
         self.uuid = str(uuid.uuid4())
         self.subscriptions: dict[KeyFilter, Subscription] = {}
@@ -232,7 +234,8 @@ class SseResource(LiveResource):
                 raise BadRequest(f"too many paths: a stream may have at most "
                                  f"{MAX_SUBSCRIPTIONS}")
             if wanted not in stream.subscriptions:
-                stream.subscriptions[wanted] = self.live.subscribe(stream.deliver, wanted)
+                stream.subscriptions[wanted] = self.live.subscribe(stream.deliver, wanted,
+                                                                   accept=stream.accept)
         else:
             subscription = stream.subscriptions.pop(wanted, None)
             if subscription is None:
@@ -250,6 +253,7 @@ class SseResource(LiveResource):
             since = self._last_event_id(request)
             try:
                 stream.subscriptions[wanted] = live.subscribe(stream.deliver, wanted,
+                                                              accept=stream.accept,
                                                               since=since)
             except TooOld as e:
                 raise Gone(f"the events after Last-Event-ID {since} are no longer kept "

@@ -23,6 +23,7 @@ from buildbot_rest.config import Config
 from buildbot_rest.data.errors import ApiError
 from buildbot_rest.www import frontend
 from buildbot_rest.www.encoding import JSON_TYPE, choose_encoding
+from buildbot_rest.www.headers import add_vary
 from buildbot_rest.www.rest import Responder, error_body, error_headers, sent_path
 
 log = Logger()
@@ -268,7 +269,7 @@ def _send_asset(request: Any, asset: Asset) -> Any:
     request.setHeader(b"content-type", asset.content_type)
     request.setHeader(b"cache-control", asset.cache_control)
     if asset.compressible:
-        request.setHeader(b"vary", b"Accept-Encoding")
+        add_vary(request, b"Accept-Encoding")
         # Several Accept-Encoding lines make one list (RFC 9110 5.3).
         lines = request.requestHeaders.getRawHeaders(b"accept-encoding") or []
         chosen = choose_encoding(b",".join(lines))

@@ -142,9 +142,10 @@ class WsResource(LiveResource):
         policy, so a page of another site could otherwise read the events with the
         user's cookie. The origins allowed are JSON-RPC's (protocol.md 4.1)."""
         origins = request.requestHeaders.getRawHeaders(b"origin")
+        allowed = self.auth.settings.allowed_origins if self.auth is not None else ()
         return origins is None or origin_allowed(
             origins, secure=request.isSecure(), host=request.getHeader(b"host"),
-            base_url=self.config.base_url or "")
+            base_url=self.config.base_url or "", allowed_origins=allowed)
 
     def _take_over(self, request: Request, channel: Any, transport: Any,
                    connection: _Connection) -> None:
@@ -239,6 +240,8 @@ class _Connection(WebSocketServerProtocol):
         self._live: LiveEvents = resource.live  # type: ignore[assignment]
         #: who opened the connection (taken once, at the upgrade)
         self.caller = caller
+        #: which events it may receive (view rules), None: all
+        self.accept = resource.event_filter(caller)
         self._subscriptions: dict[str, Subscription] = {}
         self._backlog: Backlog | None = None
 
@@ -372,11 +375,13 @@ class _Connection(WebSocketServerProtocol):
                                          f"{MAX_SUBSCRIPTIONS} at once")
         try:
             # (read before subscribing, in the same turn: no event comes in between)
-            missed = list(self._live.missed(keys, since)) if since is not None else []
+            missed = (list(self._live.missed(keys, since, accept=self.accept))
+                      if since is not None else [])
         except TooOld as e:
             return self._error(_id, 410, str(e))
         if path not in self._subscriptions:
-            self._subscriptions[path] = self._live.subscribe(self._event, keys)
+            self._subscriptions[path] = self._live.subscribe(self._event, keys,
+                                                             accept=self.accept)
         self._reply(_id, msg="OK", code=200)
         for event in missed:
             self._event(event)

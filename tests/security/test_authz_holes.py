@@ -1,0 +1,128 @@
+"""The security suite of authorization: one test per hole of upstream's (protocol.md 7.2,
+COMPAT 7, 8, 9, 20), each showing it closed over a real server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import pytest_twisted
+
+from tests.www.conftest import Api
+from tests.www.test_authz_http import RULES, SECRET, roles, secret_build, serve
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    yield from serve(str(tmp_path_factory.mktemp("holes") / "demo.sqlite"), RULES)
+
+
+@pytest.fixture(scope="module")
+def closed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """Reads for "users", control for "admins"."""
+    yield from serve(str(tmp_path_factory.mktemp("closed") / "demo.sqlite"), {"allow": [
+        {"match": "any_control", "role": "admins"},
+        {"match": "any", "role": "users"}]})
+
+
+#: (path, action) of every action of every endpoint, on entities of the demo data
+ACTIONS = [("builds/1", "stop"), ("builds/1", "rebuild"), ("buildrequests/1", "cancel"),
+           ("buildrequests/1", "set_priority"), ("workers/1", "stop"), ("workers/1", "kill"),
+           ("workers/1", "pause"), ("workers/1", "unpause"), ("schedulers/1", "enable"),
+           ("schedulers/1", "force"), ("forceschedulers/force-all", "force")]
+
+
+def _variants(action: str) -> list[str]:
+    return sorted({action.capitalize(), action.upper(), action[:-1] + action[-1].upper(),
+                   action.title().replace("_", "")} - {action})
+
+
+@pytest_twisted.ensureDeferred
+async def test_case_variants_of_every_action_are_not_run(server: Api) -> None:
+    """Upstream dispatches ``Stop`` to ``stop`` but its matcher only knows ``stop``: an
+    anonymous ``Stop`` stopped the build. Here every variant is an unknown method (501),
+    and nothing is published."""
+    seen = server.record(None, None, None, None)
+    for path, action in ACTIONS:
+        for variant in _variants(action):
+            reply = await server.rpc(path, variant, {"enabled": False, "priority": 1})
+            assert reply.code == 501, (path, variant, reply.body)
+            assert reply.json["error"]["code"] == -32601
+        # the action itself is refused to anonymous callers
+        reply = await server.rpc(path, action, {"enabled": False, "priority": 1})
+        assert reply.code == 403, (path, action, reply.body)
+    assert seen == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_case_variants_under_any_control(closed: Api) -> None:
+    for path, action in ACTIONS:
+        for variant in _variants(action):
+            reply = await closed.rpc(path, variant, headers=roles("users", "admins"))
+            assert reply.code == 501, (path, variant)
+
+
+@pytest_twisted.ensureDeferred
+async def test_head_is_a_read(closed: Api) -> None:
+    """Upstream's any_control matched HEAD: an anonymous HEAD was 403 where GET was
+    200 (COMPAT 7)."""
+    for method in ("GET", "HEAD"):
+        assert (await closed.request(method, "api/v2/masters",
+                                     headers=roles("users"))).code == 200
+        assert (await closed.request(method, "api/v2/masters")).code == 403
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_path_is_404_under_a_deny_all_rule(closed: Api) -> None:
+    """Upstream authorized before resolving: a catch-all rule turned 404 into 403
+    (COMPAT 9)."""
+    assert (await closed.get("nosuchthing")).code == 404
+    assert (await closed.get("builds/1/nosuch")).code == 404
+    assert (await closed.rpc("nosuchthing", "stop")).code == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_path_to_a_protected_builds_logs(server: Api) -> None:
+    """Upstream's view matcher never matched; and a rule on builds must cover logs,
+    steps and contents however they are reached."""
+    b = secret_build(server)
+    forms = [f"builds/{b['buildid']}", f"builders/{b['builderid']}/builds/{b['number']}",
+             f"builders/{SECRET}/builds/{b['number']}"]
+    steps = [f"steps/{b['stepid']}"] + [f"{f}/steps/{b['step_name']}" for f in forms]
+    logs = [f"logs/{b['logid']}"] + [f"{st}/logs/{b['slug']}" for st in steps]
+    paths = [*forms, *(f"{f}/{x}" for f in forms
+                       for x in ("steps", "changes", "properties", "property_list", "data",
+                                 "test_result_sets", "triggered_builds")),
+             *steps, *(f"{st}/logs" for st in steps), *logs,
+             *(f"{lg}/{x}" for lg in logs for x in ("contents", "raw", "raw_inline")),
+             f"buildrequests/{b['buildrequestid']}",
+             f"buildrequests/{b['buildrequestid']}/builds"]
+    for path in paths:
+        assert (await server.get(path, headers=roles("dev"))).code == 403, path
+        assert (await server.get(path)).code == 403, path
+        allowed = await server.get(path, headers=roles("secret"))
+        assert allowed.code == 200, (path, allowed.body[:200])
+
+
+@pytest_twisted.ensureDeferred
+async def test_collections_are_filtered(server: Api) -> None:
+    b = secret_build(server)
+    for path in ("builds", "buildrequests", "builds?field=number", "builds?limit=1000"):
+        items = (await server.get(path)).json
+        key = path.split("?")[0]
+        assert items[key], path
+        full = (await server.get(f"{key}?field=buildid" if key == "builds" else key,
+                                 headers=roles("secret"))).json
+        assert items["meta"]["total"] < full["meta"]["total"]
+    hidden = await server.get(f"builds?builderid={b['builderid']}")
+    assert hidden.json["builds"] == [] and hidden.json["meta"]["total"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_control_roles(server: Api) -> None:
+    seen = server.record("control", None, None, None)
+    assert (await server.rpc("builds/1", "stop", headers=roles("dev"))).code == 403
+    assert seen == []
+    reply = await server.rpc("builds/1", "stop", {"reason": "test"}, headers=roles("admins"))
+    assert reply.code == 200
+    assert (await server.rpc("builds/99999", "stop")).code == 404  # (nothing to protect)

@@ -1,0 +1,124 @@
+"""Authorization over HTTP: a real server with an auth service and allow rules, callers
+with roles (``X-Test-Roles``: a test auth service that takes roles from a header, until
+the session and token modules are wired), on the demo database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+import sqlalchemy as sa
+from twisted.internet import endpoints, reactor
+from twisted.web.iweb import IRequest
+from twisted.web.server import Site
+
+from buildbot_rest import demo
+from buildbot_rest.auth.service import ANONYMOUS_CALLER, AuthService, Caller
+from buildbot_rest.config import Config
+from buildbot_rest.data.connector import DataConnector
+from buildbot_rest.db import Database
+from buildbot_rest.db import schema as s
+from buildbot_rest.mq import SimpleMQ
+from tests.www.conftest import Api
+
+SECRET = "linux-py311"
+FORCE = [{"name": "force-all", "builder_names": ["linux-py311", "macos-py311"]}]
+RULES = {"allow": [
+    {"match": "view", "builder": SECRET, "role": "secret"},
+    {"match": "stop", "role": "admins"},
+    {"match": "rebuild", "role": "admins"},
+    {"match": "cancel", "role": "admins"},
+    {"match": "set_priority", "role": "admins"},
+    {"match": "force", "role": "admins"},
+    {"match": "enable_scheduler", "role": "admins"},
+    {"match": "worker", "role": "admins"},
+]}
+
+
+class RolesFromHeader(AuthService):
+    """Test double of who calls: the roles named in ``X-Test-Roles`` (none: anonymous)."""
+
+    async def caller(self, request: IRequest) -> Caller:
+        roles = request.getHeader(b"x-test-roles")
+        if roles is None:
+            return ANONYMOUS_CALLER
+        return Caller(user={"username": "tester", "email": "tester@example.org"},
+                      roles=frozenset(r for r in roles.decode().split(",") if r))
+
+
+def serve(path: str, authz: dict[str, Any], **config: Any) -> Iterator[Api]:
+    """A demo server with ``authz`` rules (and a message queue), until closed."""
+    from buildbot_rest.www import WebApp
+    db = Database(f"sqlite:///{path}", pool_size=4)
+    db.prepare_sync()
+    with db.engine.connect() as conn:
+        empty = conn.execute(sa.text("select count(*) from builds")).scalar() == 0
+    if empty:
+        demo.populate(db.engine, builds=30, seed=1)
+    db.start()
+    cfg = Config(authz=authz, forceschedulers=FORCE, **config)
+    connector = DataConnector(db, base_url="http://testserver/", config=cfg, mq=SimpleMQ())
+    auth = RolesFromHeader(cfg, db)
+    site = Site(WebApp(connector, auth=auth).resource())
+    port = pytest_twisted.blockon(
+        endpoints.serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(site))
+    try:
+        yield Api(f"http://127.0.0.1:{port.getHost().port}/", db, connector)
+    finally:
+        pytest_twisted.blockon(port.stopListening())
+        db.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    yield from serve(str(tmp_path_factory.mktemp("authz") / "demo.sqlite"), RULES)
+
+
+def roles(*names: str) -> dict[str, str]:
+    return {"X-Test-Roles": ",".join(names) or ","}
+
+
+def secret_build(api: Api) -> dict[str, Any]:
+    """A finished build of SECRET with a step and a log."""
+    b, st, lg = s.builds, s.steps, s.logs
+    (row,) = api.rows(
+        sa.select(b.c.id, b.c.number, b.c.buildrequestid, st.c.id, st.c.name, lg.c.id,
+                  lg.c.slug, s.builders.c.id)
+        .select_from(b.join(s.builders, s.builders.c.id == b.c.builderid)
+                     .join(st, st.c.buildid == b.c.id).join(lg, lg.c.stepid == st.c.id))
+        .where(s.builders.c.name == SECRET).limit(1))
+    keys = ("buildid", "number", "buildrequestid", "stepid", "step_name", "logid", "slug",
+            "builderid")
+    return dict(zip(keys, row, strict=True))
+
+
+@pytest_twisted.ensureDeferred
+async def test_collections_hide_the_secret_builder(server: Api) -> None:
+    build = secret_build(server)
+    everything = (await server.get("builds", headers=roles("secret"))).json
+    visible = (await server.get("builds")).json
+    assert visible["meta"]["total"] < everything["meta"]["total"]
+    assert all(b["builderid"] != build["builderid"] for b in visible["builds"])
+    # field selection, paging and HEAD do not defeat the filter
+    numbers = (await server.get("builds?field=buildid&limit=100")).json
+    assert {b["buildid"] for b in numbers["builds"]} == {b["buildid"] for b in visible["builds"]}
+    paged = (await server.get("builds?limit=2&offset=1&order=-buildid")).json
+    assert paged["meta"]["total"] == visible["meta"]["total"]
+    for path in ("buildrequests", "test_result_sets", "workers/1/builds"):
+        items = (await server.get(path)).json
+        key = path.rsplit("/", 1)[-1]
+        assert all(i["builderid"] != build["builderid"] for i in items[key]), path
+    assert (await server.get(f"builders/{build['builderid']}/builds")).code == 403
+    assert (await server.get(f"builders/{SECRET}/builds", headers=roles("secret"))).code == 200
+    assert (await server.get(f"builders/{build['builderid']}")).code == 200  # not build data
+
+
+@pytest_twisted.ensureDeferred
+async def test_head_is_a_read(server: Api) -> None:
+    build = secret_build(server)
+    assert (await server.request("HEAD", "api/v2/masters")).code == 200
+    assert (await server.request("HEAD", f"api/v2/builds/{build['buildid']}")).code == 403
+    assert (await server.request("HEAD", f"api/v2/builds/{build['buildid']}",
+                                 headers=roles("secret"))).code == 200
