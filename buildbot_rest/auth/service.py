@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
@@ -101,6 +102,14 @@ class AuthService(Service):
     def authz(self) -> Any:
         """The allow rules (:class:`buildbot_rest.auth.authz.Authz`)."""
         return self.settings.authz
+
+    def stopService(self) -> defer.Deferred[None]:
+        """Stop, once the pending last-used writes of tokens are done (the database
+        stops after this service)."""
+        super().stopService()
+        if self.tokens is None:
+            return defer.succeed(None)
+        return defer.ensureDeferred(self.tokens.settle())
 
     def prepare_sync(self) -> None:
         """Read the session secret from the database, creating it as upstream does when

@@ -74,7 +74,7 @@ class WebApp:
     def tokens(self) -> Resource | None:
         if self._tokens is None and self.auth is not None:
             from buildbot_rest.www.tokens import TokensResource
-            self._tokens = TokensResource(self.auth)
+            self._tokens = TokensResource(self.auth, base_url=self.connector.base_url)
         return self._tokens
 
     def resource(self) -> IResource:

@@ -58,12 +58,26 @@ def open_db(url: str) -> Database:
     return db
 
 
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    """An upstream database of this test's own, on each backend, running."""
-    database = open_db(db_url)
+@pytest.fixture(scope="module",
+                params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def shared_db(request: pytest.FixtureRequest,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    """An upstream database on each backend, for the tests of this module (making
+    upstream's schema takes a second on PostgreSQL)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('tokens') / 'state.sqlite'}"
+    else:
+        url = request.getfixturevalue("pg_databases").create()
+    database = open_db(url)
     yield database
     database.stop()
+
+
+@pytest.fixture
+def db(shared_db: Database) -> Database:
+    """The module's database, without the ``bbrest_`` tables (as before any token)."""
+    shared_db.pool.run_in_transaction_sync(tables.drop_tables)
+    return shared_db
 
 
 @pytest.fixture
@@ -315,7 +329,7 @@ async def test_a_dropped_table_means_unknown(db: Database, store: TokenStore) ->
 @pytest_twisted.ensureDeferred
 async def test_last_use_is_recorded_once_a_minute(db: Database, store: TokenStore,
                                                   clock: Clock) -> None:
-    token, info = await store.create(BOB)
+    token, _ = await store.create(BOB)
     start = int(clock.now)
     await check(store, token)
     await store.settle()

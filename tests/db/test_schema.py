@@ -12,6 +12,7 @@ from typing import NamedTuple
 import pytest
 import sqlalchemy as sa
 
+from buildbot_rest.auth import tables as auth_tables
 from buildbot_rest.db import schema
 from buildbot_rest.db.database import Database
 from tests.schemadiff import describe, differences
@@ -145,10 +146,16 @@ def test_we_open_upstream_database_as_it_is(upstream_db: str, create: bool,
     assert describe_url(upstream_db, raw_engine) == before
 
 
+@pytest.mark.parametrize("own_tables", [False, True], ids=["plain", "with-bbrest-tables"])
 def test_upstream_accepts_our_database(our_db: str, upstream_master: UpstreamMaster,
                                        run_upstream: Callable[..., str], tmp_path: Path,
-                                       raw_engine: Callable[..., sa.Engine]) -> None:
+                                       raw_engine: Callable[..., sa.Engine],
+                                       own_tables: bool) -> None:
     create_with_ours(our_db)
+    if own_tables:  # (tokens and logouts: upstream must not mind them)
+        engine = raw_engine(our_db)
+        with engine.begin() as conn:
+            auth_tables.ensure_tables(conn)
     before = describe_url(our_db, raw_engine)
 
     # A master directory like upstream's, whose master.cfg points at our database.

@@ -96,7 +96,8 @@ def test_the_same_script_with_a_bearer_token(server: tuple[str, Path]) -> None:
     root, db = server
     created = subprocess.run(
         [sys.executable, "-m", "buildbot_rest.scripts", "token", "create", "--db",
-         f"sqlite:///{db}", "--user", "alice", "--role", "admins", "--expires", "1d"],
+         f"sqlite:///{db}", "--user", "alice", "--role", "admins", "--expires", "1d",
+         "--scope", "control"],
         env=env(), capture_output=True, text=True, check=True)
     token = created.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"\S{30,}", token), created.stdout
