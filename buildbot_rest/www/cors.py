@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from twisted.web.iweb import IRequest
 
+from buildbot_rest.www.encoding import JSON_TYPE
 from buildbot_rest.www.headers import add_vary
 from buildbot_rest.www.jsonrpc import configured_origin, origin_allowed
 
@@ -36,7 +37,7 @@ def handle(request: IRequest, *, allowed_origins: Sequence[str], base_url: str) 
 
     ``allowed_origins`` are lowercased fnmatch patterns (the checked configuration,
     :class:`buildbot_rest.auth.settings.AuthSettings`), ``base_url`` the server's.
-    Refusals are upstream's: 400, ``text/plain; charset=utf-8``, ``{"error": {"message":
+    Refusals are upstream's: 400 (labelled JSON, COMPAT 6), ``{"error": {"message":
     "invalid origin"}}`` for a POST (JSON-RPC callers read ``error.message``) and
     ``{"error": "invalid origin"}`` otherwise; a preflight for a method other than
     GET, HEAD or POST is ``invalid method``. A preflight is 200 with an empty body."""
@@ -72,7 +73,8 @@ def _refuse(request: IRequest, message: str) -> None:
         "error": message}
     body = json.dumps(doc).encode()
     request.setResponseCode(400)
-    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    # (upstream labels it text/plain; every JSON body here is JSON, COMPAT 6)
+    request.setHeader(b"content-type", JSON_TYPE)
     request.setHeader(b"content-length", str(len(body)).encode())
     request.write(body)
     request.finish()

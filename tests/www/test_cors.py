@@ -82,7 +82,7 @@ def test_other_origins_are_refused(method: bytes, body: object) -> None:
         assert _handle(request)
         assert request.responseCode == 400
         assert json.loads(b"".join(request.written)) == body
-        assert _header(request, "content-type") == "text/plain; charset=utf-8"
+        assert _header(request, "content-type") == "application/json; charset=utf-8"
         assert _header(request, "vary") == "Origin"
         assert _header(request, "access-control-allow-origin") is None
 
