@@ -242,9 +242,12 @@ class Authz:
         if not hidden:
             return spec
         # (added after parsing: ``field=`` cannot leave it out, and it runs in SQL
-        # before paging and the total)
+        # before paging and the total. It names the builders that may be seen, not
+        # those hidden: a builder made after the list was read stays hidden, fail-closed)
+        hidden_ids = set(hidden)
+        visible = sorted(i for i in builders if i not in hidden_ids)
         return dataclasses.replace(spec, filters=[*spec.filters,
-                                                  Filter("builderid", "notin", hidden)])
+                                                  Filter("builderid", "in", visible)])
 
     # -- control -------------------------------------------------------------------------
 
@@ -327,28 +330,52 @@ class Authz:
             return None
         lineage = self.lineage
         lineage.prime(getattr(service, "db", None))
-        other = not self._read_refusal(roles)
-        by_name: dict[str, bool] = {}
+        return EventFilter(self, roles, lineage)
 
-        def visible(key: Sequence[str], message: Mapping[str, Any]) -> bool:
-            lineage.learn(key, message)
-            if key and key[0] == "control":
-                return True  # (who may subscribe to them is the service's decision)
+
+class EventFilter:
+    """One live client's test of each event ``(routing key, message)`` (see
+    :meth:`Authz.event_filter`). ``observe`` is the shared :class:`Lineage`'s ``learn``:
+    :class:`~buildbot_rest.mq.live.LiveEvents` gives it every event, whatever the
+    client subscribed to, so that a step's build is known even to a client that only
+    takes ``steps/*/*``.
+
+    ``control/builds/<id>/...`` and ``control/buildrequests/<id>/...`` (for callers who
+    may subscribe to control keys at all, the service's decision) are filtered by their
+    build's builder like the build's own events; other control keys pass."""
+
+    __slots__ = ("_authz", "_by_name", "_other", "_roles", "lineage", "observe")
+
+    def __init__(self, authz: Authz, roles: frozenset[str], lineage: Lineage) -> None:
+        self._authz = authz
+        self._roles = roles
+        self.lineage = lineage
+        self.observe = lineage.learn
+        self._other = not authz._read_refusal(roles)
+        self._by_name: dict[str, bool] = {}
+
+    def __call__(self, key: Sequence[str], message: Mapping[str, Any]) -> bool:
+        lineage = self.lineage
+        lineage.learn(key, message)
+        if key and key[0] == "control":
+            builderid = lineage.builder_of(key[1:], {})
+            if builderid == NOT_BUILD_DATA:
+                return True
+        else:
             builderid = lineage.builder_of(key, message)
             if builderid == NOT_BUILD_DATA:
-                return other
-            if builderid == UNKNOWN:
-                return False
-            name = lineage.name_of(builderid)
-            if name is None:
-                return False
-            seen = by_name.get(name)
-            if seen is None:
-                seen = by_name[name] = self._decide_sync(self._read_rules(name),
-                                                         roles) is None
-            return seen
-
-        return visible
+                return self._other
+        if builderid == UNKNOWN:
+            return False
+        name = lineage.name_of(builderid)
+        if name is None:
+            return False
+        seen = self._by_name.get(name)
+        if seen is None:
+            authz = self._authz
+            seen = self._by_name[name] = authz._decide_sync(authz._read_rules(name),
+                                                            self._roles) is None
+        return seen
 
 
 # -- the [authz] table -------------------------------------------------------------------

@@ -169,6 +169,8 @@ class LiveEvents(Service):
         #: the live connections (each with a ``close_live(code, reason)``)
         self._clients: dict[Any, None] = {}
         self._waiters: list[defer.Deferred[bool]] = []
+        #: callables given every event, whatever its key (see :meth:`_observe`)
+        self._observers: list[Callable[[RoutingKey, Mapping[str, Any]], None]] = []
 
     # -- the queue ------------------------------------------------------------------------
 
@@ -193,6 +195,12 @@ class LiveEvents(Service):
         self._next += 1
         if self.window:
             self._events.append(event)
+        for observe in self._observers:
+            try:
+                observe(key, message)
+            except Exception:  # noqa: BLE001 - the event still goes to the clients
+                log.failure("an observer of the live events failed on {key}",
+                            key="/".join(key))
         for group in self._groups(key):
             for subscription in group.members():
                 if subscription not in group:
@@ -222,6 +230,7 @@ class LiveEvents(Service):
         ``since`` are missing from the window, or ``since`` is not a number this server
         gave (larger than :attr:`last`, or from before the server started and older than
         the window)."""
+        self._observe(accept)
         missed: list[Event] = []
         if since is not None:
             missed = list(self.missed(key_filter, since, accept=accept))
@@ -280,6 +289,7 @@ class LiveEvents(Service):
         """The kept events numbered above ``since`` that match ``key_filter`` (and that
         ``accept`` accepts, when given); TooOld (see :meth:`subscribe`) before any when
         they are not all kept."""
+        self._observe(accept)
         oldest = self._events[0].seq if self._events else self._next
         # (the kept events are numbered oldest..last without a gap)
         if not oldest - 1 <= since <= self.last:
@@ -287,6 +297,20 @@ class LiveEvents(Service):
         events = itertools.islice(self._events, since - oldest + 1, None)
         return (e for e in events if matches(key_filter, e.key)
                 and (accept is None or accept(e.key, e.message)))
+
+    def _observe(self, accept: Accept | None) -> None:
+        """When an ``accept`` has an ``observe(routing key, message)`` (the view rules'
+        filter: it learns which builder each build, step and log belongs to), give it
+        every event from now on, whatever the client subscribed to, and at once the
+        events kept: a filter that only saw the events of its own client's filters would
+        not know the build of a step whose build's events that client did not take, and
+        would hide it (events of builders the client may see lost, live or resumed)."""
+        observe = getattr(accept, "observe", None)
+        if observe is None or observe in self._observers:
+            return
+        for event in list(self._events):
+            observe(event.key, event.message)
+        self._observers.append(observe)
 
     # -- clients --------------------------------------------------------------------------
 

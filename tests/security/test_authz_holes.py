@@ -9,18 +9,28 @@ import pytest
 import pytest_twisted
 
 from tests.www.conftest import Api
-from tests.www.test_authz_http import RULES, SECRET, roles, secret_build, serve
+from tests.www.test_authz_http import (
+    BACKENDS,
+    RULES,
+    SECRET,
+    database,
+    roles,
+    secret_build,
+    serve,
+)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    yield from serve(str(tmp_path_factory.mktemp("holes") / "demo.sqlite"), RULES)
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    yield from serve(database(request, tmp_path_factory, "holes"), RULES)
 
 
-@pytest.fixture(scope="module")
-def closed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def closed(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     """Reads for "users", control for "admins"."""
-    yield from serve(str(tmp_path_factory.mktemp("closed") / "demo.sqlite"), {"allow": [
+    yield from serve(database(request, tmp_path_factory, "closed"), {"allow": [
         {"match": "any_control", "role": "admins"},
         {"match": "any", "role": "users"}]})
 

@@ -49,9 +49,10 @@ class RolesFromHeader(AuthService):
 
 
 def serve(path: str, authz: dict[str, Any], **config: Any) -> Iterator[Api]:
-    """A demo server with ``authz`` rules (and a message queue), until closed."""
+    """A demo server with ``authz`` rules (and a message queue), until closed; ``path``
+    is an SQLite file or a database URL."""
     from buildbot_rest.www import WebApp
-    db = Database(f"sqlite:///{path}", pool_size=4)
+    db = Database(path if "://" in path else f"sqlite:///{path}", pool_size=4)
     db.prepare_sync()
     with db.engine.connect() as conn:
         empty = conn.execute(sa.text("select count(*) from builds")).scalar() == 0
@@ -71,9 +72,22 @@ def serve(path: str, authz: dict[str, Any], **config: Any) -> Iterator[Api]:
         db.stop()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    yield from serve(str(tmp_path_factory.mktemp("authz") / "demo.sqlite"), RULES)
+def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+             name: str) -> str:
+    """For a fixture parametrized by backend: a new SQLite file or PostgreSQL database
+    (builder lookups and the collections' builderid filter run in SQL)."""
+    if request.param == "sqlite":
+        return str(tmp_path_factory.mktemp(name) / "demo.sqlite")
+    return str(request.getfixturevalue("pg_databases").create())
+
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    yield from serve(database(request, tmp_path_factory, "authz"), RULES)
 
 
 def roles(*names: str) -> dict[str, str]:
