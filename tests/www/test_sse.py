@@ -429,11 +429,11 @@ async def serving(api: Api, auth: AuthService) -> AsyncIterator[tuple[Api, WebAp
         await web.live.stopService()
 
 
-class NoControl(AuthService):
-    """Users who may not control, so may not see control messages (COMPAT 20)."""
-
-    def may_control(self, user: Any) -> bool:
-        return False
+def NoControl() -> AuthService:
+    """Anonymous callers, whom a rule refuses every control action: they may not see
+    control messages (COMPAT 20)."""
+    return AuthService(Config(authz={"allow": [{"match": "any_control",
+                                                 "role": "admins"}]}))
 
 
 @pytest_twisted.ensureDeferred

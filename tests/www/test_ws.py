@@ -508,9 +508,11 @@ async def test_resume_from_events_no_longer_kept_is_410(tmp_path: Path) -> None:
 
 # -- authorization ---------------------------------------------------------------------------
 
-class NoControl(AuthService):
-    def may_control(self, user: Any) -> bool:
-        return False
+def NoControl() -> AuthService:
+    """Anonymous callers, whom a rule refuses every control action: they may not see
+    control messages (COMPAT 20)."""
+    return AuthService(Config(authz={"allow": [{"match": "any_control",
+                                                 "role": "admins"}]}))
 
 
 @pytest_twisted.ensureDeferred
