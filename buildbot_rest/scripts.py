@@ -19,6 +19,8 @@ from twisted.application.service import MultiService
 from twisted.python import usage
 
 from buildbot_rest import __version__
+from buildbot_rest.auth.cli import add_parser as add_hash_password
+from buildbot_rest.auth.cli import hash_password_command
 from buildbot_rest.config import DEFAULT_DB_URL, DEFAULT_PORT, Config, ConfigError
 
 # -- twistd buildbot-rest ---------------------------------------------------------------------
@@ -303,6 +305,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
 
     _token_parsers(sub, commands, db_help)
 
+    commands["hash-password"] = add_hash_password(sub)
     sub.add_parser("serve", add_help=False,
                    help="run the server in the foreground (the options of twistd "
                    "buildbot-rest; see serve --help)")
@@ -327,7 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from buildbot_rest.db import DatabaseError, DatabaseUnavailable
     try:
         command = {"create-db": _create_db, "check-db": _check_db, "demo-db": _demo_db,
-                   "indexes": _indexes, "token": _token}
+                   "indexes": _indexes, "token": _token,
+                   "hash-password": hash_password_command}
         return command[ns.command](ns)
     except (DatabaseError, DatabaseUnavailable, ValueError) as e:
         print(f"buildbot-rest {name}: {_one_line(e)}", file=sys.stderr)

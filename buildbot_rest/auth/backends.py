@@ -334,6 +334,9 @@ def parse_auth(table: dict[str, Any]) -> AuthConfig:
     period = _seconds("auth.login_period", table.get("login_period", RateLimit.period))
 
     groups = _groups(table.get("groups", {}))
+    if backend_name == "users" and "users" not in table:
+        raise ConfigError("auth.users ([auth.users.<name>] tables) is required for "
+                          "backend 'users'")
     users = _users(table["users"]) if backend_name == "users" else {}
     role_groups: dict[str, tuple[str, ...]] = {}
     for name, user in users.items():

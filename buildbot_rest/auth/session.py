@@ -144,22 +144,23 @@ class Sessions:
         if self.secret is None or not token:
             return None
         try:
+            # (the times are checked below, against this service's clock)
             claims = jwt.decode(token, self.secret, algorithms=[ALGORITHM],
-                                options={"require": ["exp"]},
-                                leeway=0)
+                                options={"verify_exp": False, "verify_iat": False,
+                                         "verify_nbf": False})
         except Exception:  # noqa: BLE001 - any undecodable cookie is no session
+            return None
+        now = self.clock()
+        exp, not_before = _number(claims.get("exp")), _number(claims.get("nbf", now))
+        if exp is None or now >= exp or not_before is None or not_before > now:
             return None
         user_info = claims.get("user_info")
         if not isinstance(user_info, dict):
             return None
-        issued = claims.get("iat")
-        if not isinstance(issued, int | float) or isinstance(issued, bool) or \
-                not math.isfinite(issued):
-            exp = claims["exp"]
-            if not isinstance(exp, int | float) or isinstance(exp, bool):
-                return None
-            issued = float(exp) - self.auth.cookie_expiration
-        return user_info, float(issued)
+        issued = _number(claims.get("iat"))
+        if issued is None:
+            issued = exp - self.auth.cookie_expiration
+        return user_info, issued
 
     async def user(self, request: IRequest) -> dict[str, Any] | None:
         """The user info of ``request``'s session cookie, or None (no cookie, an invalid
@@ -238,6 +239,14 @@ class Sessions:
                           "of its session cookie stay valid until they expire",
                           user=key, cause=first_line(e))
         self.clear_cookie(request)
+
+
+def _number(value: Any) -> float | None:
+    """A JWT NumericDate as a float; None for anything else."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and \
+            math.isfinite(value):
+        return float(value)
+    return None
 
 
 def _read_secret(conn: sa.Connection) -> Any:
