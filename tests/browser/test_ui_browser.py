@@ -278,9 +278,17 @@ def _login_bar(browser: Browser, title: str) -> None:
 
 
 def _menu_item(browser: Browser, label: str) -> Any:
+    """The item ``label`` of the open menu, once shown."""
     from selenium.webdriver.common.by import By
-    return browser.driver.find_element(
-        By.XPATH, f"//a[contains(@class, 'dropdown-item')][normalize-space()='{label}']")
+    found: list[Any] = []
+
+    def shown(_: str) -> bool:
+        found[:] = [e for e in browser.driver.find_elements(By.CSS_SELECTOR, "a.dropdown-item")
+                    if e.text.strip() == label]
+        return bool(found)
+
+    browser.wait_until(f"the menu item {label!r}", shown)
+    return found[0]
 
 
 def test_login_and_logout_through_the_ui(browser: Browser, ui_server: UiServer) -> None:
@@ -332,6 +340,10 @@ def test_login_and_logout_through_the_ui(browser: Browser, ui_server: UiServer) 
     _menu_item(browser, "Logout").click()
     browser.wait_until("the logged-out page", lambda text: "Anonymous" in text)
     assert driver.current_url.startswith(f"{browser.root}#/buildrequests/{brid}")
+    assert driver.get_cookie("TWISTED_SESSION") is None
+    # (the logout reloaded the page: its check starts from a fresh load)
+    browser.open(f"#/buildrequests/{brid}")
+    browser.wait_for_texts(["Anonymous", str(brid)])
     check_page(browser, ui_server, "logged-out")
 
 
