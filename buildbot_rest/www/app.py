@@ -16,6 +16,7 @@ from buildbot_rest.data.connector import DataConnector
 from buildbot_rest.data.errors import ApiError, InvalidPath
 from buildbot_rest.mq.live import LiveEvents
 from buildbot_rest.www.headers import set_common_headers
+from buildbot_rest.www.login import AuthPages
 from buildbot_rest.www.rest import (
     Responder,
     RestResource,
@@ -24,6 +25,7 @@ from buildbot_rest.www.rest import (
     sent_path,
 )
 from buildbot_rest.www.sse import SseResource
+from buildbot_rest.www.tokens import TokensResource
 from buildbot_rest.www.ui import UiResource
 from buildbot_rest.www.ws import WsResource
 
@@ -59,23 +61,12 @@ class WebApp:
         self.sse = SseResource(live, auth=auth, config=config, reactor=reactor)
         self.ui = UiResource(connector, auth=auth)
         self.auth = auth
-        self._auth_pages: Resource | None = None
-        self._tokens: Resource | None = None
-
-    # (TEMPORARY during issue 13: made at first use until helpers deliver the modules)
-    @property
-    def auth_pages(self) -> Resource | None:
-        if self._auth_pages is None and self.auth is not None:
-            from buildbot_rest.www.login import AuthPages
-            self._auth_pages = AuthPages(self.auth, self.connector.base_url)
-        return self._auth_pages
-
-    @property
-    def tokens(self) -> Resource | None:
-        if self._tokens is None and self.auth is not None:
-            from buildbot_rest.www.tokens import TokensResource
-            self._tokens = TokensResource(self.auth, base_url=self.connector.base_url)
-        return self._tokens
+        #: ``/auth/login`` and ``/auth/logout``; ``/auth/tokens`` (None without auth)
+        self.auth_pages: Resource | None = None
+        self.tokens: Resource | None = None
+        if auth is not None:
+            self.auth_pages = AuthPages(auth, connector.base_url)
+            self.tokens = TokensResource(auth, base_url=connector.base_url)
 
     def resource(self) -> IResource:
         return cast(IResource, _Front(self))
