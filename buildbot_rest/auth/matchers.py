@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from buildbot_rest.data.base import Kind
 from buildbot_rest.data.endpoint import Endpoint
 from buildbot_rest.data.resolve import Missing, resolve
+from buildbot_rest.data.types import in_int_range
 from buildbot_rest.db import schema as s
 
 #: path variables naming one entity whose data belongs to one build or build request
@@ -218,12 +219,12 @@ def forced_builders_in(conn: sa.Connection, entry: Mapping[str, Any],
             return everything
         return everything.intersection(names) or everything
     builderid = params.get("builderid")
+    if isinstance(builderid, str) and builderid.isascii() and builderid.isdigit():
+        builderid = int(builderid)  # (the web UI's force form sends it as a string)
     if builderid is not None:
-        if not isinstance(builderid, int) or isinstance(builderid, bool):
-            return everything
-        try:
-            name = builder_names_in(conn, [builderid]).get(builderid)
-        except sa.exc.DBAPIError:
-            return everything  # (a number beyond the database's integers)
+        if not isinstance(builderid, int) or isinstance(builderid, bool) \
+                or not in_int_range(builderid):
+            return everything  # (the action refuses it: 400)
+        name = builder_names_in(conn, [builderid]).get(builderid)
         return frozenset({name}) if name is not None else everything
     return everything

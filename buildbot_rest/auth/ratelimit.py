@@ -58,6 +58,9 @@ class RateLimiter:
         #: address key -> times of its last ``limit.failures`` failures, oldest first;
         #: the addresses in the order of their last failure
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        #: address key -> attempts being verified now (a password check takes time:
+        #: attempts sent together must not all pass the check before any fails)
+        self._pending: dict[str, int] = {}
 
     def _recent(self, key: str, now: float) -> deque[float] | None:
         times = self._failures.get(key)
@@ -76,12 +79,30 @@ class RateLimiter:
         ``retry_after`` is the whole seconds until the oldest of those failures leaves
         the window (at least 1)."""
         now = self.clock()
-        times = self._recent(address_key(address), now)
-        if times is None or len(times) < self.limit.failures:
+        key = address_key(address)
+        times = self._recent(key, now)
+        if len(times or ()) + self._pending.get(key, 0) < self.limit.failures:
             return
-        wait = max(1, math.ceil(times[0] + self.limit.period - now))
+        # (attempts in flight only: they end within a second or so)
+        wait = max(1, math.ceil(times[0] + self.limit.period - now)) if times else 1
         raise TooManyRequests(f"too many failed attempts from this address: try again in "
                               f"{wait} s", retry_after=wait)
+
+    def begin(self, address: str) -> None:
+        """An attempt of ``address`` is being verified: it counts against the limit
+        until :meth:`end` (call :meth:`check` first)."""
+        key = address_key(address)
+        self._pending[key] = self._pending.get(key, 0) + 1
+
+    def end(self, address: str) -> None:
+        """The attempt :meth:`begin` counted is verified (call :meth:`failed` too if it
+        failed)."""
+        key = address_key(address)
+        left = self._pending.get(key, 0) - 1
+        if left > 0:
+            self._pending[key] = left
+        else:
+            self._pending.pop(key, None)
 
     def failed(self, address: str, what: str) -> None:
         """Count a failure of ``address`` and log it. ``what`` says what failed

@@ -191,7 +191,11 @@ class AuthPages(Resource):
             raise Unauthenticated("log in with a user name and password (HTTP Basic "
                                   "authentication)", challenge=challenge)
         username, password = credentials
-        user = await backend.check_password(username, password)
+        auth.limiter.begin(address)  # (attempts sent together count before they end)
+        try:
+            user = await backend.check_password(username, password)
+        finally:
+            auth.limiter.end(address)
         if user is None:
             auth.limiter.failed(address, f"login of {username[:64]!r}")
             raise Unauthenticated("wrong user name or password", challenge=challenge)

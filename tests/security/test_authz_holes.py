@@ -136,3 +136,41 @@ async def test_control_roles(server: Api) -> None:
     reply = await server.rpc("builds/1", "stop", {"reason": "test"}, headers=roles("admins"))
     assert reply.code == 200
     assert (await server.rpc("builds/99999", "stop")).code == 404  # (nothing to protect)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def release(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """Forcing the secret builder needs "admins"; the other builder is free."""
+    yield from serve(database(request, tmp_path_factory, "release"), {"allow": [
+        {"match": "force", "builder": SECRET, "role": "admins"}]})
+
+
+@pytest_twisted.ensureDeferred
+async def test_force_rules_by_builder_take_the_ui_form_and_bad_ids(release: Api) -> None:
+    """The web UI's force form sends ``builderid`` as a string of digits: the rule is
+    decided for that builder (a string did count as every builder of the scheduler, so
+    the UI could not force a free builder). A number beyond the database's integers is
+    the action's 400 (it was a 500 when a builder rule was configured)."""
+    ids = {b["name"]: b["builderid"]
+           for b in (await release.get("builders")).json["builders"]}
+    free = next(i for name, i in ids.items() if name == "macos-py311")
+    for builderid in (free, str(free)):
+        reply = await release.rpc("forceschedulers/force-all", "force",
+                                  {"builderid": builderid})
+        assert reply.code == 200, reply.body
+    for builderid in (ids[SECRET], str(ids[SECRET])):
+        reply = await release.rpc("forceschedulers/force-all", "force",
+                                  {"builderid": builderid})
+        assert reply.code == 403, reply.body
+        assert reply.json["error"]["message"] == "you need to have role 'admins'"
+        reply = await release.rpc("forceschedulers/force-all", "force",
+                                  {"builderid": builderid}, headers=roles("admins"))
+        assert reply.code == 200, reply.body
+    for huge in (10**20, -(10**20)):
+        for path in ("forceschedulers/force-all", "schedulers/1"):
+            reply = await release.rpc(path, "force", {"builderid": huge},
+                                      headers=roles("admins"))
+            assert reply.code in (400, 404), reply.body
+            reply = await release.rpc(path, "force", {"builderid": huge})
+            assert reply.code in (400, 403, 404), reply.body

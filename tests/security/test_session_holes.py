@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import jwt
 import pytest
 import pytest_twisted
+from twisted.internet import defer
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from tests.www.test_login import (
@@ -146,3 +147,21 @@ async def test_brute_force_429_and_no_password_in_log(tmp_path: object) -> None:
     assert text.count("failed login of 'alice' from 127.0.0.1") == 3
     for secret in ("guess-", ALICE_PASSWORD, "Basic "):
         assert secret not in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_guesses_sent_together_are_limited_too(tmp_path: object) -> None:
+    """A burst of guesses sent at once must not all be checked before the first fails
+    (a password check takes time): past ``login_failures`` the rest are 429, the right
+    password among them included."""
+    async with running_auth(f"sqlite:///{tmp_path}/burst.sqlite",
+                            {"backend": "users", "users": USERS, "login_failures": 5,
+                             "login_period": 60}) as bf:
+        guesses = [f"guess-{i}" for i in range(29)] + [ALICE_PASSWORD]
+        replies = await defer.gatherResults([
+            defer.ensureDeferred(bf.request("GET", "auth/login", headers={
+                "Authorization": basic("alice", guess)})) for guess in guesses])
+        codes = [reply.code for reply in replies]
+        assert codes.count(401) + codes.count(302) <= 5, codes
+        assert codes.count(429) >= 25, codes
+        assert codes[-1] == 429, codes
