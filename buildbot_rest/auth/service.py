@@ -26,6 +26,7 @@ from twisted.web.iweb import IRequest
 
 from buildbot_rest.auth.settings import parse
 from buildbot_rest.data.context import ANONYMOUS
+from buildbot_rest.data.errors import TooManyRequests, Unauthenticated
 
 if TYPE_CHECKING:
     from buildbot_rest.config import Config
@@ -140,21 +141,33 @@ class AuthService(Service):
         from buildbot_rest.auth.tokens import bearer_token
         token = bearer_token(request.getHeader(b"authorization"))
         if token is not None:
-            address = client_address(request)
-            self.limiter.check(address)
-            if self.tokens is None:
-                from buildbot_rest.data.errors import Unauthenticated
-                raise Unauthenticated("bearer tokens are not available on this server")
-            caller = await self.tokens.caller(token, address=address,
-                                              limiter=self.limiter,
-                                              roles_for=self.roles_for)
-            return caller
+            return await self._token_caller(token, client_address(request))
         user = self.backend.user_from_proxy(request)
         if user is None:
             user = await self.sessions.user(request)
         if user is None:
             return ANONYMOUS_CALLER
         return Caller(user=user, roles=self.roles_for(user))
+
+    async def _token_caller(self, token: str, address: str) -> Caller:
+        """The caller of a bearer token. A good token is served whatever its address
+        did: a 256-bit secret cannot be guessed, so the limit only slows down those who
+        send bad tokens (429 instead of 401 once the address failed too often), and
+        another client behind the same proxy cannot lock a script out."""
+        try:
+            self.limiter.check(address)
+            limited = None
+        except TooManyRequests as e:
+            limited = e
+        try:
+            if self.tokens is None:
+                raise Unauthenticated("bearer tokens are not available on this server")
+            return await self.tokens.caller(token, address=address, limiter=self.limiter,
+                                            roles_for=self.roles_for)
+        except Unauthenticated:
+            if limited is not None:
+                raise limited from None
+            raise
 
     def roles_for(self, user: Mapping[str, Any]) -> frozenset[str]:
         """The roles of ``user`` from the role matchers (owner excepted)."""
