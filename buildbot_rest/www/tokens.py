@@ -156,8 +156,11 @@ class TokensResource(Resource):
             raise Forbidden("a bearer token cannot make tokens: log in (a session) to "
                             "make one")
         scope, expires, description, roles = _create_params(params, caller)
+        # The session's groups are not kept: a token's roles come from the configuration
+        # at each use, so a user taken out of a group loses that role on their tokens too.
+        user = {key: value for key, value in caller.user.items() if key != "groups"}
         try:
-            token, info = await store.create(caller.user, roles, scope, expires, description)
+            token, info = await store.create(user, roles, scope, expires, description)
         except ValueError as e:  # (a user without username or email)
             raise BadRequest(str(e)) from None
         log.info("bearer token #{id} made by its user {user} from {address} (scope "

@@ -349,3 +349,28 @@ async def test_csrf_needs_json_and_an_allowed_origin(server: Server) -> None:
     reply = await server.call("create", headers={**alice, "Origin": "http://testserver"})
     assert reply.code == 200
     assert len((await server.tokens(headers=alice)).json["tokens"]) == before + 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tokens_roles_follow_the_configuration(server: Server) -> None:
+    """A token made at /auth/tokens keeps the user, not the groups of the session that
+    made it: once the configuration takes alice out of "admins", her token is no
+    admin either (its roles are computed at each use)."""
+    made = await server.make("alice", scope="control")
+    reply = await server.api.request("GET", "config", headers=bearer(made["token"]))
+    assert "groups" not in reply.json["user"]
+    caller = await server.auth.caller(_request(made["token"]))
+    assert caller.roles == {"admins", "devs"}
+    table = auth_config()
+    table["users"]["alice"]["groups"] = ["devs"]
+    changed = AuthService(Config(db_url=server.db.url, auth=table, authz=AUTHZ), server.db)
+    caller = await changed.caller(_request(made["token"]))
+    assert caller.user["username"] == "alice"
+    assert caller.roles == {"devs"}
+
+
+def _request(token: str) -> Any:
+    from twisted.web.test.requesthelper import DummyRequest
+    request = DummyRequest([b"api", b"v2", b"builders"])
+    request.requestHeaders.setRawHeaders(b"authorization", [f"Bearer {token}".encode()])
+    return request
