@@ -256,8 +256,11 @@ class Authz:
                                 params: Mapping[str, Any]) -> None:
         """Authorize control action ``method`` (as sent) on a resolved path with
         ``params`` as sent; Forbidden (403). An action the endpoint does not have, or
-        an entity that does not exist, is left to the action (501, 404)."""
-        if not self._controls:
+        an entity that does not exist, is left to the action (501, 404). An action on
+        a build or build request of a builder whose data the caller may not read, or
+        that would start builds there, is refused as that read would be: one may not act
+        on what one may not see (view rules)."""
+        if not self._controls and not self._reads:
             return
         try:
             endpoint.control_method(method)
@@ -273,6 +276,10 @@ class Authz:
                                endpoint.unchecked, params, entries)
         if target is None:
             return
+        for builder in sorted(target.builders):
+            refusal = self._decide_sync(self._read_rules(builder), caller.roles)
+            if refusal is not None:
+                raise refusal
         rules = [r for r in self._controls
                  if r.matches_control(endpoint.rtype.name, method, target,
                                       self.match_string)]

@@ -133,7 +133,9 @@ async def test_control_roles(server: Api) -> None:
     seen = server.record("control", None, None, None)
     assert (await server.rpc("builds/1", "stop", headers=roles("dev"))).code == 403
     assert seen == []
-    reply = await server.rpc("builds/1", "stop", {"reason": "test"}, headers=roles("admins"))
+    # (build 1 is the secret builder's: acting on it needs its view role too)
+    reply = await server.rpc("builds/1", "stop", {"reason": "test"},
+                             headers=roles("admins", "secret"))
     assert reply.code == 200
     assert (await server.rpc("builds/99999", "stop")).code == 404  # (nothing to protect)
 
@@ -174,3 +176,23 @@ async def test_force_rules_by_builder_take_the_ui_form_and_bad_ids(release: Api)
             assert reply.code in (400, 404), reply.body
             reply = await release.rpc(path, "force", {"builderid": huge})
             assert reply.code in (400, 403, 404), reply.body
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_action_on_what_one_may_not_see(server: Api) -> None:
+    """An admin who may not read the secret builder's data may not act on its builds
+    and requests either (a rebuild both confirmed the build and made a readable
+    buildset of it), nor force it; with the view role too, the same calls run."""
+    b = secret_build(server)
+    calls = [(f"builds/{b['buildid']}", "rebuild", {}),
+             (f"buildrequests/{b['buildrequestid']}", "set_priority", {"priority": 3}),
+             ("forceschedulers/force-all", "force", {"builderid": b["builderid"]})]
+    seen = server.record(None, None, None)
+    for path, method, params in calls:
+        reply = await server.rpc(path, method, params, headers=roles("admins"))
+        assert reply.code == 403, (path, reply.body)
+        assert reply.json["error"]["message"] == "you need to have role 'secret'"
+    assert seen == []
+    for path, method, params in calls:  # (a finished build's request is complete: 409)
+        reply = await server.rpc(path, method, params, headers=roles("admins", "secret"))
+        assert reply.code in (200, 409), (path, reply.body)
