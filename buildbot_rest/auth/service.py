@@ -26,7 +26,7 @@ from twisted.web.iweb import IRequest
 
 from buildbot_rest.auth.settings import parse
 from buildbot_rest.data.context import ANONYMOUS
-from buildbot_rest.data.errors import TooManyRequests, Unauthenticated
+from buildbot_rest.data.errors import ServiceUnavailable, TooManyRequests, Unauthenticated
 
 if TYPE_CHECKING:
     from buildbot_rest.config import Config
@@ -52,12 +52,17 @@ class Caller:
     ...}``, or ``{"anonymous": true}``), as ``/config`` shows it; ``roles`` the roles the
     role matchers give it (the owner role excepted: it depends on the thing acted on),
     or a token's own roles; ``scope`` ``"control"`` or, for a read-only token, ``"read"``;
-    ``token_id`` the id of the bearer token used, if any."""
+    ``token_id`` the id of the bearer token used, if any; ``issued`` when its session
+    cookie was issued; ``expires`` when its token or cookie expires (epoch seconds;
+    None: never, or not known). A long connection (/ws, /sse) asks
+    :meth:`AuthService.still_valid` from time to time."""
 
     user: Mapping[str, Any] = field(default_factory=lambda: ANONYMOUS)
     roles: frozenset[str] = frozenset()
     scope: str = "control"
     token_id: int | None = None
+    issued: float | None = None
+    expires: float | None = None
 
     @property
     def anonymous(self) -> bool:
@@ -143,11 +148,35 @@ class AuthService(Service):
         if token is not None:
             return await self._token_caller(token, client_address(request))
         user = self.backend.user_from_proxy(request)
-        if user is None:
-            user = await self.sessions.user(request)
-        if user is None:
+        if user is not None:
+            return Caller(user=user, roles=self.roles_for(user))
+        session = await self.sessions.session(request)
+        if session is None:
             return ANONYMOUS_CALLER
-        return Caller(user=user, roles=self.roles_for(user))
+        user, issued, expires = session
+        return Caller(user=user, roles=self.roles_for(user), issued=issued, expires=expires)
+
+    def revocable(self, caller: Caller) -> bool:
+        """Whether ``caller``'s credentials can stop being valid (a token, a session
+        cookie: they expire, are revoked, logged out); a proxy's user and an anonymous
+        caller cannot."""
+        return (caller.token_id is not None or caller.issued is not None
+                or caller.expires is not None)
+
+    async def still_valid(self, caller: Caller) -> bool:
+        """Whether the credentials ``caller`` was found by still hold: not expired, the
+        token not revoked, the session not ended by a logout (for /ws and /sse, whose
+        caller is found once). A database that cannot answer keeps them valid."""
+        if caller.expires is not None and self.clock() >= caller.expires:
+            return False
+        try:
+            if caller.token_id is not None and self.tokens is not None:
+                return await self.tokens.active(caller.token_id)
+            if caller.issued is not None:
+                return not await self.sessions.logged_out(caller.user, caller.issued)
+        except ServiceUnavailable:
+            return True
+        return True
 
     async def _token_caller(self, token: str, address: str) -> Caller:
         """The caller of a bearer token. A good token is served whatever its address

@@ -135,8 +135,14 @@ class Sessions:
         return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
 
     def decode(self, token: str) -> tuple[dict[str, Any], float] | None:
-        """The user info of a valid cookie value and when it was issued (epoch
-        seconds), or None for anything else: a bad signature, another algorithm
+        """The user info of a valid cookie value and when it was issued (see
+        :meth:`decode_times`), or None."""
+        decoded = self.decode_times(token)
+        return None if decoded is None else decoded[:2]
+
+    def decode_times(self, token: str) -> tuple[dict[str, Any], float, float] | None:
+        """The user info of a valid cookie value, when it was issued and when it expires
+        (epoch seconds), or None for anything else: a bad signature, another algorithm
         (``none`` included), garbage, an expired token, one without ``user_info`` or
         whose ``user_info`` is not an object (COMPAT 17: anonymous; never an error).
         A token without ``iat`` (an upstream master's) was issued ``cookie_expiration``
@@ -160,27 +166,40 @@ class Sessions:
         issued = _number(claims.get("iat"))
         if issued is None:
             issued = exp - self.auth.cookie_expiration
-        return user_info, issued
+        return user_info, issued, exp
 
     async def user(self, request: IRequest) -> dict[str, Any] | None:
         """The user info of ``request``'s session cookie, or None (no cookie, an invalid
         or expired one, an anonymous one, or one issued at or before that user's last
         logout). The logout is read on a database thread; a database that cannot
         answer raises :class:`~buildbot_rest.data.errors.ServiceUnavailable` (503)."""
+        session = await self.session(request)
+        return None if session is None else session[0]
+
+    async def session(self, request: IRequest) -> tuple[dict[str, Any], float, float] | None:
+        """As :meth:`user`, with when the cookie was issued and when it expires (epoch
+        seconds)."""
         decoded = self._cookie(request)
         if decoded is None:
             return None
-        user_info, issued = decoded
+        user_info, issued, _ = decoded
+        if await self.logged_out(user_info, issued):
+            return None
+        return decoded
+
+    async def logged_out(self, user_info: Mapping[str, Any], issued: float) -> bool:
+        """Whether ``user_info``'s session issued at ``issued`` (epoch seconds) ended by
+        a logout since (COMPAT 36); ServiceUnavailable (503) when the database cannot
+        answer."""
         key = tables.user_key(user_info)
-        if key is not None and self.db is not None:
-            try:
-                out = await self.db.pool.do(tables.logged_out_at, key)
-            except DatabaseUnavailable as e:
-                from buildbot_rest.data.context import unavailable
-                raise unavailable(e) from e
-            if out is not None and issued * 1000 <= out:
-                return None
-        return user_info
+        if key is None or self.db is None:
+            return False
+        try:
+            out = await self.db.pool.do(tables.logged_out_at, key)
+        except DatabaseUnavailable as e:
+            from buildbot_rest.data.context import unavailable
+            raise unavailable(e) from e
+        return out is not None and issued * 1000 <= out
 
     def cookie_user(self, request: IRequest) -> dict[str, Any] | None:
         """The user info of ``request``'s valid session cookie, not checked against
@@ -188,7 +207,7 @@ class Sessions:
         decoded = self._cookie(request)
         return decoded[0] if decoded is not None else None
 
-    def _cookie(self, request: IRequest) -> tuple[dict[str, Any], float] | None:
+    def _cookie(self, request: IRequest) -> tuple[dict[str, Any], float, float] | None:
         if self.secret is None:
             return None
         raw = request.getCookie(cookie_name(request))
@@ -198,7 +217,7 @@ class Sessions:
             token = raw.decode("ascii")
         except UnicodeDecodeError:
             return None
-        decoded = self.decode(token)
+        decoded = self.decode_times(token)
         if decoded is None or decoded[0].get("anonymous"):
             return None
         return decoded

@@ -312,7 +312,18 @@ class TokenStore:
         self._record_use(token_id, info.last_used_at, now)
         roles = (frozenset(info.roles) if info.roles is not None
                  else frozenset(roles_for(info.user)))
-        return Caller(user=info.user, roles=roles, scope=info.scope, token_id=token_id)
+        return Caller(user=info.user, roles=roles, scope=info.scope, token_id=token_id,
+                      expires=info.expires_at)
+
+    async def active(self, token_id: int) -> bool:
+        """Whether token ``token_id`` may still be used: it exists, is not revoked and
+        has not expired; ServiceUnavailable (503) when the database cannot answer."""
+        row = await self._run(False, _load_in, token_id)
+        if row is None:
+            return False
+        info = TokenInfo.from_row(row)
+        return info.revoked_at is None and (info.expires_at is None
+                                            or self.clock() < info.expires_at)
 
     def _record_use(self, token_id: int, last_used: int | None, now: float) -> None:
         recent = max(last_used or 0, self._recorded.get(token_id, 0))

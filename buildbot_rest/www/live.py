@@ -9,7 +9,9 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from zope.interface import implementer
@@ -19,12 +21,21 @@ from buildbot_rest.config import Config
 from buildbot_rest.mq.base import KeyFilter
 from buildbot_rest.mq.live import LiveEvents
 
+log = Logger()
+
 #: the most paths one /ws connection or /sse stream may subscribe to at once (each costs
 #: the server memory and a little work per event)
 MAX_SUBSCRIPTIONS = 1000
 #: the bytes a :class:`Backlog` gathers before it writes them without waiting for the
 #: end of the reactor turn (a transport's own buffer holds 64 KiB before it pauses)
 FLUSH_AT = 64 * 1024
+
+
+#: seconds between two checks that a live connection's credentials still hold (a
+#: revoked token, a logout); an expiry ends it at once
+RECHECK_EVERY = 60.0
+#: /ws's close code when the credentials no longer hold (RFC 6455 7.4.1)
+POLICY_VIOLATION = 1008
 
 
 class LiveResource(Resource):
@@ -44,6 +55,9 @@ class LiveResource(Resource):
         self.reactor = reactor
         self.flusher = Flusher(reactor)
 
+    #: seconds between checks that a connection's credentials still hold
+    recheck_every = RECHECK_EVERY
+
     async def caller(self, request: IRequest) -> Caller:
         """Who makes ``request`` (anonymous without an auth service); raises the
         ``Unauthenticated`` (401) of a bad bearer token, ``TooManyRequests`` (429)."""
@@ -60,6 +74,61 @@ class LiveResource(Resource):
                                                        bool] | None:
         """The test of each event ``caller`` may receive (view rules), or None: all."""
         return None if self.auth is None else self.auth.event_filter(caller)
+
+
+class CredentialsWatch:
+    """Ends a live connection (``close(code, reason)``: its ``close_live``) when the
+    credentials its caller was found by stop holding: at the token's or cookie's
+    expiry, and at the first check (every ``resource.recheck_every`` seconds) after
+    the token is revoked or the user logs out. A caller with nothing to lose (anonymous,
+    a proxy's user) is not watched."""
+
+    def __init__(self, resource: LiveResource, caller: Caller,
+                 close: Callable[[int, str], None]) -> None:
+        self._resource = resource
+        self._caller = caller
+        self._close = close
+        self._loop: task.LoopingCall | None = None
+        self._expiry: Any = None
+
+    def start(self) -> None:
+        auth = self._resource.auth
+        if auth is None or not auth.revocable(self._caller):
+            return
+        reactor = self._resource.reactor
+        if self._caller.expires is not None:
+            wait = max(0.0, self._caller.expires - auth.clock())
+            self._expiry = reactor.callLater(wait, self._end, "expired")
+        self._loop = task.LoopingCall(self._check)
+        self._loop.clock = reactor
+        self._loop.start(self._resource.recheck_every, now=False).addErrback(
+            lambda f: log.failure("checking the credentials of a live connection", f))
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+        self._expiry = None
+
+    async def _still_valid(self) -> bool:
+        auth = self._resource.auth
+        return auth is None or await auth.still_valid(self._caller)
+
+    def _check(self) -> defer.Deferred[None]:
+        d = defer.ensureDeferred(self._still_valid())
+
+        def decide(valid: bool) -> None:
+            if not valid:
+                self._end("no longer valid (revoked, or logged out)")
+        return d.addCallback(decide)
+
+    def _end(self, why: str) -> None:
+        self._expiry = None
+        self.stop()
+        what = "bearer token" if self._caller.token_id is not None else "session"
+        self._close(POLICY_VIOLATION, f"the {what} of this connection is {why}")
 
 
 def key_filter(path: str | Sequence[str]) -> KeyFilter:

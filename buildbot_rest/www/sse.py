@@ -37,7 +37,13 @@ from buildbot_rest.data.errors import ApiError, BadRequest, Forbidden, NotFound
 from buildbot_rest.mq.base import KeyFilter
 from buildbot_rest.mq.live import Event, LiveEvents, Subscription, TooOld
 from buildbot_rest.www.encoding import JSON_TYPE
-from buildbot_rest.www.live import MAX_SUBSCRIPTIONS, Backlog, LiveResource, key_filter
+from buildbot_rest.www.live import (
+    MAX_SUBSCRIPTIONS,
+    Backlog,
+    CredentialsWatch,
+    LiveResource,
+    key_filter,
+)
 from buildbot_rest.www.rest import decode_path, error_body, error_headers
 
 log = Logger()
@@ -88,6 +94,8 @@ class _Stream:
         #: the records given before the handshake is written (a resume's missed events)
         self._early: list[bytes] | None = []
         self._ping: task.LoopingCall | None = None
+        #: ends the stream when its token or session stops being valid
+        self._watch = CredentialsWatch(resource, caller, self.close_live)
         self.ended = False
 
     def deliver(self, event: Event) -> None:
@@ -110,6 +118,7 @@ class _Stream:
         early, self._early = self._early or [], None
         for record in [b"event: handshake\ndata: %s\n\n" % self.uuid.encode(), *early]:
             self.backlog.send(record)
+        self._watch.start()
         interval = self._resource.config.ping_interval
         if interval:
             self._ping = task.LoopingCall(self._keepalive)
@@ -137,6 +146,7 @@ class _Stream:
 
     def _stop(self) -> None:
         """Take no more events: end every subscription and the keepalive."""
+        self._watch.stop()
         self.backlog.close()
         for subscription in self.subscriptions.values():
             subscription.stop()

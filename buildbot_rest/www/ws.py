@@ -33,7 +33,14 @@ from buildbot_rest.mq.live import Event, LiveEvents, Subscription, TooOld
 from buildbot_rest.www.encoding import JSON_TYPE
 from buildbot_rest.www.headers import SERVER
 from buildbot_rest.www.jsonrpc import origin_allowed
-from buildbot_rest.www.live import MAX_SUBSCRIPTIONS, Backlog, LiveResource, key_filter
+from buildbot_rest.www.live import (
+    MAX_SUBSCRIPTIONS,
+    POLICY_VIOLATION,
+    Backlog,
+    CredentialsWatch,
+    LiveResource,
+    key_filter,
+)
 from buildbot_rest.www.rest import error_body, error_headers
 
 log = Logger()
@@ -41,7 +48,6 @@ log = Logger()
 #: close codes (RFC 6455 7.4.1): the server stops; a client breaks the rules (here: it
 #: reads its events too slowly)
 GOING_AWAY = 1001
-POLICY_VIOLATION = 1008
 #: seconds a close handshake may take (the client answering our close frame) before the
 #: connection is cut
 CLOSE_TIMEOUT = 5.0
@@ -244,6 +250,8 @@ class _Connection(WebSocketServerProtocol):
         self.accept = resource.event_filter(caller)
         self._subscriptions: dict[str, Subscription] = {}
         self._backlog: Backlog | None = None
+        #: ends the connection when its token or session stops being valid
+        self._watch = CredentialsWatch(resource, caller, self.close_live)
 
     # -- the connection -------------------------------------------------------------
 
@@ -253,6 +261,7 @@ class _Connection(WebSocketServerProtocol):
         transport: Any = self.transport
         transport.registerProducer(self._backlog, True)
         self._live.register(self)
+        self._watch.start()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stop()
@@ -261,6 +270,7 @@ class _Connection(WebSocketServerProtocol):
 
     def _stop(self) -> None:
         """Send nothing more: end every subscription and drop what waits."""
+        self._watch.stop()
         subscriptions, self._subscriptions = self._subscriptions, {}
         for subscription in subscriptions.values():
             subscription.stop()
