@@ -417,6 +417,9 @@ def _rule(i: int, raw: Mapping[str, Any], strings: str) -> Rule:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} for match = \"{kind}\" "
                           f"(known keys: {', '.join(sorted(allowed))})")
     role = raw.get("role")
+    if role is None:
+        raise ConfigError(f"{where}.role is missing: the role (name or pattern) the rule "
+                          f"asks for")
     if not isinstance(role, str) or not role:
         raise ConfigError(f"{where}.role must be a role name or pattern, not {role!r}")
     default_deny = raw.get("default_deny", True)

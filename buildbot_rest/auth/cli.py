@@ -56,8 +56,12 @@ def hash_password_command(ns: argparse.Namespace, *, stdin: TextIO | None = None
             if prompt("Again: ") != password:
                 raise ValueError("the two passwords differ")
         print(hash_password(password), file=out)
-    except (ValueError, EOFError) as e:
-        print(f"buildbot-rest hash-password: {e or 'no password given'}", file=sys.stderr)
+    except EOFError:
+        print("buildbot-rest hash-password: no password given (without a terminal, "
+              "give it on standard input with --stdin)", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"buildbot-rest hash-password: {e}", file=sys.stderr)
         return 1
     return 0
 

@@ -144,9 +144,15 @@ class AuthService(Service):
 
     async def _find_caller(self, request: IRequest) -> Caller:
         from buildbot_rest.auth.tokens import bearer_token
-        token = bearer_token(request.getHeader(b"authorization"))
-        if token is not None:
-            return await self._token_caller(token, client_address(request))
+        headers = request.requestHeaders.getRawHeaders(b"authorization") or []
+        tokens = [t for t in map(bearer_token, headers) if t is not None]
+        if tokens and len(headers) > 1:
+            # (which one would count? none: a client that sends a token learns why)
+            raise Unauthenticated("send one Authorization header, not several",
+                                  challenge='Bearer realm="buildbot", '
+                                            'error="invalid_request"')
+        if tokens:
+            return await self._token_caller(tokens[0], client_address(request))
         user = self.backend.user_from_proxy(request)
         if user is not None:
             return Caller(user=user, roles=self.roles_for(user))

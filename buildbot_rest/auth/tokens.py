@@ -70,10 +70,12 @@ def bearer_token(header: bytes | None) -> str | None:
     an anonymous request)."""
     if not header:
         return None
-    scheme, _, rest = header.strip().partition(b" ")
-    if scheme.lower() != b"bearer":
+    # (any white space after the scheme: a tab after "Bearer" is still a token sent,
+    # a malformed one, never an anonymous request)
+    parts = header.strip().split(None, 1)
+    if not parts or parts[0].lower() != b"bearer":
         return None
-    return rest.strip().decode("latin-1")
+    return (parts[1] if len(parts) > 1 else b"").strip().decode("latin-1")
 
 
 def digest_of(secret: str) -> str:

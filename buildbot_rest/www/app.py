@@ -65,7 +65,8 @@ class WebApp:
         self.auth_pages: Resource | None = None
         self.tokens: Resource | None = None
         if auth is not None:
-            self.auth_pages = AuthPages(auth, connector.base_url)
+            self.auth_pages = AuthPages(auth, connector.base_url, config=(
+                connector.config if isinstance(connector.config, Config) else None))
             self.tokens = TokensResource(auth, base_url=connector.base_url)
 
     def resource(self) -> IResource:
@@ -130,7 +131,7 @@ class _Front(Resource):
                 "no authentication on this server (it serves everyone anonymously)"))
             return NOT_DONE_YET
         cut = 2 if tokens else 1
-        request.prepath = [*(request.prepath or []), *segments[:cut]]
+        # (the prepath stays the application's root: the login pages redirect to it)
         request.postpath = segments[cut:]
         return pages.render(request)
 

@@ -32,3 +32,14 @@ def add_vary(request: IRequest, name: bytes) -> None:
     if name.lower() not in (n.lower() for n in names):
         names.append(name)
     request.setHeader(b"vary", b", ".join(names))
+
+
+#: reason phrases Twisted does not know (it writes "Unknown Status")
+REASONS = {426: b"Upgrade Required", 429: b"Too Many Requests",
+           431: b"Request Header Fields Too Large"}
+
+
+def set_status(request: IRequest, code: int) -> None:
+    """Set the answer's status, with its reason phrase (RFC 9110 15, RFC 6585) where
+    Twisted has none."""
+    request.setResponseCode(code, REASONS.get(code))

@@ -23,6 +23,7 @@ from buildbot_rest.data.errors import (
     ServiceUnavailable,
     Unauthenticated,
 )
+from buildbot_rest.www.frontend import buildbot_url
 from buildbot_rest.www.rest import Responder, error_body, error_headers
 
 if TYPE_CHECKING:
@@ -96,7 +97,9 @@ class AuthPages(Resource):
     """``/auth/login`` and ``/auth/logout`` (``request.postpath`` ``[b"login"]`` or
     ``[b"logout"]``; the caller has set the common headers). ``base_url`` is the
     server's public URL, ending with ``/``: pages redirect to
-    ``<base_url>#<redirect>`` as upstream (``redirect`` from the query, default ``/``).
+    ``<base_url>#<redirect>`` as upstream (``redirect`` from the query, default ``/``);
+    when ``config`` (the server's :class:`~buildbot_rest.config.Config`) derived it from
+    the port, to the origin the request came to, as ``/config``'s ``buildbotURL``.
 
     - ``GET /auth/login`` with a password backend: Basic credentials (RFC 7617). Good:
       the session cookie, then 302. None: 401 with ``WWW-Authenticate: Basic
@@ -111,10 +114,11 @@ class AuthPages(Resource):
 
     isLeaf = True
 
-    def __init__(self, auth: AuthService, base_url: str) -> None:
+    def __init__(self, auth: AuthService, base_url: str, config: Any = None) -> None:
         super().__init__()
         self.auth = auth
         self.base_url = base_url
+        self.config = config
 
     def render(self, request: Request) -> Any:
         request.setHeader(b"cache-control", b"no-store")
@@ -155,7 +159,10 @@ class AuthPages(Resource):
 
     def _redirect(self, request: Request) -> None:
         target = safe_redirect((request.args or {}).get(b"redirect", [None])[0])
-        location = self.base_url + "#" + quote(target, safe=_FRAGMENT_SAFE)
+        # (the UI's own address, as /config's buildbotURL: with a base_url derived from
+        # the port, the origin the browser used, so that the cookie just set is sent)
+        root = buildbot_url(self.config, self.base_url, request)
+        location = root + "#" + quote(target, safe=_FRAGMENT_SAFE)
         request.setResponseCode(302)
         request.setHeader(b"location", location.encode("ascii"))
         request.setHeader(b"content-length", b"0")

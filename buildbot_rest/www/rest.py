@@ -34,7 +34,7 @@ from buildbot_rest.data.rawdata import RawData
 from buildbot_rest.data.reads import Collection, CollectionStream
 from buildbot_rest.data.resultspec import ResultSpec, group, parse_query_string
 from buildbot_rest.www import cors, encoding, jsonrpc
-from buildbot_rest.www.headers import DOWNLOAD_POLICY, add_vary
+from buildbot_rest.www.headers import DOWNLOAD_POLICY, add_vary, set_status
 
 log = Logger()
 
@@ -83,7 +83,7 @@ class Responder:
     def start(self, status: int, content_type: bytes, *, compress: bool = True,
               length: int | None = None, headers: dict[bytes, bytes] | None = None) -> None:
         req = self.request
-        req.setResponseCode(status)
+        set_status(req, status)
         req.setHeader(b"content-type", content_type)
         for name, value in (headers or {}).items():
             req.setHeader(name, value)

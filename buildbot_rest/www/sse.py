@@ -37,6 +37,7 @@ from buildbot_rest.data.errors import ApiError, BadRequest, Forbidden, NotFound
 from buildbot_rest.mq.base import KeyFilter
 from buildbot_rest.mq.live import Event, LiveEvents, Subscription, TooOld
 from buildbot_rest.www.encoding import JSON_TYPE
+from buildbot_rest.www.headers import set_status
 from buildbot_rest.www.live import (
     MAX_SUBSCRIPTIONS,
     Backlog,
@@ -193,7 +194,7 @@ class SseResource(LiveResource):
             caller = await self.caller(request)
             body = self._render(request, caller)
         except ApiError as e:
-            request.setResponseCode(e.status)
+            set_status(request, e.status)
             request.setHeader(b"content-type", JSON_TYPE)
             for name, value in (error_headers(e) or {}).items():
                 request.setHeader(name, value)

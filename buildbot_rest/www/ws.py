@@ -31,7 +31,7 @@ from buildbot_rest.config import Config
 from buildbot_rest.data.errors import ApiError
 from buildbot_rest.mq.live import Event, LiveEvents, Subscription, TooOld
 from buildbot_rest.www.encoding import JSON_TYPE
-from buildbot_rest.www.headers import SERVER
+from buildbot_rest.www.headers import SERVER, set_status
 from buildbot_rest.www.jsonrpc import origin_allowed
 from buildbot_rest.www.live import (
     MAX_SUBSCRIPTIONS,
@@ -192,8 +192,7 @@ class WsResource(LiveResource):
 def _refuse(request: Request, code: int, message: str,
             headers: Mapping[bytes, bytes]) -> bytes:
     """Answer a request that does not become a WebSocket: ``{"error": message}``."""
-    # (Twisted knows no reason phrase for 426)
-    request.setResponseCode(code, b"Upgrade Required" if code == 426 else None)
+    set_status(request, code)
     request.setHeader(b"content-type", JSON_TYPE)
     for name, value in headers.items():
         request.setHeader(name, value)

@@ -262,9 +262,16 @@ def test_hash_password_command(capsys: pytest.CaptureFixture[str]) -> None:
                                      ask=lambda _prompt: next(answers)) == 1
     assert cli.hash_password_command(ns, stdin=io.StringIO("\n"), stdout=out) == 1
     assert cli.hash_password_command(ns, stdin=io.StringIO("x" * 73), stdout=out) == 1
+
+    def no_terminal(_prompt: str) -> str:
+        raise EOFError
+    assert cli.hash_password_command(argparse.Namespace(stdin=False), stdout=out,
+                                     ask=no_terminal) == 1
     errors = capsys.readouterr().err.splitlines()
     assert errors == ["buildbot-rest hash-password: the two passwords differ",
                       "buildbot-rest hash-password: the password is empty",
                       "buildbot-rest hash-password: the password is longer than 72 bytes, "
-                      "all bcrypt uses"]
+                      "all bcrypt uses",
+                      "buildbot-rest hash-password: no password given (without a "
+                      "terminal, give it on standard input with --stdin)"]
     assert "s3cret" not in "".join(errors)

@@ -165,3 +165,18 @@ async def test_guesses_sent_together_are_limited_too(tmp_path: object) -> None:
         assert codes.count(401) + codes.count(302) <= 5, codes
         assert codes.count(429) >= 25, codes
         assert codes[-1] == 429, codes
+
+
+@pytest_twisted.ensureDeferred
+async def test_429_has_its_reason_phrase(tmp_path: object) -> None:
+    """Twisted knows no phrase for 429 ("Unknown Status"): RFC 6585's is sent."""
+    import treq
+    async with running_auth(f"sqlite:///{tmp_path}/phrase.sqlite",
+                            {"backend": "users", "users": USERS, "login_failures": 1,
+                             "login_period": 60}) as bf:
+        for expected in (401, 429):
+            response = await treq.get(bf.root + "auth/login", persistent=False, headers={
+                "Authorization": basic("alice", "wrong")})
+            await response.content()
+            assert response.code == expected
+        assert response.phrase == b"Too Many Requests"

@@ -207,3 +207,25 @@ async def test_database_outage_is_503_not_401(server: Server) -> None:
     finally:
         server.db.pool.start()
     assert (await server.api.get("builders", headers=bearer(made["token"]))).code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_token_is_never_ignored(server: Server) -> None:
+    """A token after a tab, or beside another Authorization header, is not silently
+    dropped (a bad token beside a good one was ignored: the last header won)."""
+    import treq
+    from twisted.web.http_headers import Headers
+    made = await server.make("alice", scope="control")
+    reply = await server.api.get("/config",
+                                 headers={"Authorization": f"Bearer\t{made['token']}"})
+    assert reply.json["user"]["username"] == "alice"
+    reply = await server.api.get("/config", headers={"Authorization": "Bearer\tnope"})
+    assert reply.code == 401
+    for pair in ([f"Bearer {made['token']}x", f"Bearer {made['token']}"],
+                 [f"Bearer {made['token']}", "Basic YTpi"]):
+        response = await treq.get(server.api.root + "api/v2/builders", persistent=False,
+                                  headers=Headers({"Authorization": pair}))
+        body = await response.json()
+        assert response.code == 401, pair
+        assert "one Authorization header" in body["error"]
+        assert response.headers.getRawHeaders("www-authenticate")[0].startswith("Bearer")

@@ -280,3 +280,30 @@ async def test_sessions_off_answer_503(tmp_path: Path) -> None:
             assert conn.execute(sa.text("select count(*) from object_state")).scalar() == 0
 
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_redirects_follow_the_origin_used_when_base_url_is_derived(
+        tmp_path: Path) -> None:
+    """Without ``base_url`` (derived from the port: ``http://localhost:<port>/``), a
+    browser at ``http://127.0.0.1:<port>/`` is sent back there, where its new cookie
+    is: as ``/config``'s ``buildbotURL`` (the UI at 127.0.0.1 looked logged out)."""
+    from buildbot_rest.service import RestService
+    rest = RestService(Config(db_url=f"sqlite:///{tmp_path / 'derived.sqlite'}",
+                              create=True, port="tcp:0:interface=127.0.0.1",
+                              auth={"backend": "users", "users": USERS}))
+    rest.startService()
+    try:
+        port = rest.web.port.getHost().port  # type: ignore[union-attr]
+        root = f"http://127.0.0.1:{port}/"
+        server = AuthServer(root, rest.auth, rest.db)  # type: ignore[arg-type]
+        reply, cookie = await server.login(path="auth/login?redirect=/builders")
+        assert reply.code == 302 and cookie
+        assert reply.header("location") == f"{root}#/builders"
+        config = (await server.request("GET", "config", cookie=cookie)).json
+        assert config["buildbotURL"] == root
+        assert config["user"]["username"] == "alice"
+        reply = await server.request("GET", "auth/logout?redirect=/x", cookie=cookie)
+        assert reply.header("location") == f"{root}#/x"
+    finally:
+        await rest.stopService()
