@@ -9,6 +9,7 @@ import pytest_twisted
 from treq.testing import StubTreq
 
 from buildbot_rest.auth import AuthService
+from buildbot_rest.config import Config
 from buildbot_rest.data import types as t
 from buildbot_rest.data.base import Field, Kind, ResourceType
 from buildbot_rest.data.connector import DataConnector
@@ -30,14 +31,6 @@ class _WhoAmI(ResourceType):
     plural = "whoamis"
     fields = (Field("user", t.JsonObject()),)
     endpoints = (_WhoAmIEndpoint,)
-
-
-class _Header:
-    """A user source that believes a header (for this test only)."""
-
-    def user_for(self, request: Any) -> dict[str, Any]:
-        name = request.getHeader(b"x-test-user")
-        return {"username": name.decode()} if name else {"anonymous": True}
 
 
 async def _whoami(auth: Any, sqlite_url: str, headers: dict[str, list[str]]) -> Any:
@@ -62,5 +55,9 @@ async def test_without_auth_everyone_is_anonymous(sqlite_url: str) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_the_auth_layer_names_the_user(sqlite_url: str) -> None:
-    assert await _whoami(_Header(), sqlite_url, {"X-Test-User": ["ann"]}) == {
-        "username": "ann"}
+    """A trusted proxy's header names the user (the in-memory client comes from
+    127.0.0.1); the data API's context gets the user info."""
+    auth = AuthService(Config(auth={"backend": "remote_user",
+                                    "trusted_proxies": ["127.0.0.1", "::1"]}))
+    assert await _whoami(auth, sqlite_url, {"REMOTE_USER": ["ann@example"]}) == {
+        "username": "ann", "realm": "example", "email": "ann"}
