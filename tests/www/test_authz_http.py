@@ -1,6 +1,6 @@
 """Authorization over HTTP: a real server with an auth service and allow rules, callers
-with roles (``X-Test-Roles``: a test auth service that takes roles from a header, until
-the session and token modules are wired), on the demo database."""
+with roles (real bearer tokens with the roles a test names, see :class:`TokenApi`), on
+the demo database."""
 
 from __future__ import annotations
 
@@ -11,17 +11,16 @@ import pytest
 import pytest_twisted
 import sqlalchemy as sa
 from twisted.internet import endpoints, reactor
-from twisted.web.iweb import IRequest
 from twisted.web.server import Site
 
 from buildbot_rest import demo
-from buildbot_rest.auth.service import ANONYMOUS_CALLER, AuthService, Caller
+from buildbot_rest.auth.service import AuthService
 from buildbot_rest.config import Config
 from buildbot_rest.data.connector import DataConnector
 from buildbot_rest.db import Database
 from buildbot_rest.db import schema as s
 from buildbot_rest.mq import SimpleMQ
-from tests.www.conftest import Api
+from tests.www.conftest import Api, Reply
 
 SECRET = "linux-py311"
 FORCE = [{"name": "force-all", "builder_names": ["linux-py311", "macos-py311"]}]
@@ -37,15 +36,34 @@ RULES = {"allow": [
 ]}
 
 
-class RolesFromHeader(AuthService):
-    """Test double of who calls: the roles named in ``X-Test-Roles`` (none: anonymous)."""
+#: the header by which a test names the roles of its caller (see :class:`TokenApi`)
+ROLES_HEADER = "X-Test-Roles"
 
-    async def caller(self, request: IRequest) -> Caller:
-        roles = request.getHeader(b"x-test-roles")
-        if roles is None:
-            return ANONYMOUS_CALLER
-        return Caller(user={"username": "tester", "email": "tester@example.org"},
-                      roles=frozenset(r for r in roles.decode().split(",") if r))
+
+class TokenApi(Api):
+    """A client that acts as a caller with the roles a test names in ``X-Test-Roles``
+    (none named: a user without roles; no header: anonymous) by sending a real bearer
+    token with those roles (control scope), made once per set of roles."""
+
+    def __init__(self, root: str, db: Database, connector: DataConnector,
+                 auth: AuthService) -> None:
+        super().__init__(root, db, connector)
+        self.auth = auth
+        self._tokens: dict[frozenset[str], str] = {}
+
+    async def request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
+                      **kw: Any) -> Reply:
+        headers = dict(headers or {})
+        named = headers.pop(ROLES_HEADER, None)
+        if named is not None:
+            roles = frozenset(r for r in named.split(",") if r)
+            if roles not in self._tokens:
+                assert self.auth.tokens is not None
+                self._tokens[roles], _ = await self.auth.tokens.create(
+                    {"username": "tester", "email": "tester@example.org"},
+                    roles=sorted(roles), scope="control")
+            headers["Authorization"] = f"Bearer {self._tokens[roles]}"
+        return await super().request(method, path, headers=headers, **kw)
 
 
 def serve(path: str, authz: dict[str, Any], **config: Any) -> Iterator[Api]:
@@ -61,12 +79,12 @@ def serve(path: str, authz: dict[str, Any], **config: Any) -> Iterator[Api]:
     db.start()
     cfg = Config(authz=authz, forceschedulers=FORCE, **config)
     connector = DataConnector(db, base_url="http://testserver/", config=cfg, mq=SimpleMQ())
-    auth = RolesFromHeader(cfg, db)
+    auth = AuthService(cfg, db)
     site = Site(WebApp(connector, auth=auth).resource())
     port = pytest_twisted.blockon(
         endpoints.serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(site))
     try:
-        yield Api(f"http://127.0.0.1:{port.getHost().port}/", db, connector)
+        yield TokenApi(f"http://127.0.0.1:{port.getHost().port}/", db, connector, auth)
     finally:
         pytest_twisted.blockon(port.stopListening())
         db.stop()
@@ -91,7 +109,7 @@ def server(request: pytest.FixtureRequest,
 
 
 def roles(*names: str) -> dict[str, str]:
-    return {"X-Test-Roles": ",".join(names) or ","}
+    return {ROLES_HEADER: ",".join(names) or ","}
 
 
 def secret_build(api: Api) -> dict[str, Any]:
