@@ -88,7 +88,13 @@ def record_logout(conn: sa.Connection, key: str, when: int) -> None:
 def logged_out_at(conn: sa.Connection, key: str) -> int | None:
     """When user ``key`` last logged out (epoch ms), or None (never, or the table
     does not exist yet)."""
-    if not sa.inspect(conn).has_table(logouts.name):
+    # (asked at every request with a session cookie: the query first, and only when it
+    # fails, whether the table is missing)
+    try:
+        return conn.execute(sa.select(logouts.c.logged_out_at)
+                            .where(logouts.c.user_key == key)).scalar()
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+        conn.rollback()  # (PostgreSQL: the failed statement ended the transaction)
+        if sa.inspect(conn).has_table(logouts.name):
+            raise
         return None
-    return conn.execute(sa.select(logouts.c.logged_out_at)
-                        .where(logouts.c.user_key == key)).scalar()
