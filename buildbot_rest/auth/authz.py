@@ -212,7 +212,12 @@ class Authz:
                                       endpoint.unchecked)
         if scope is MISSING:
             # nothing to protect: the read answers its own 404 (after the rules that
-            # apply to everything, so that a 404 tells nothing a 403 would hide)
+            # apply to everything, so that a 404 tells nothing a 403 would hide), but
+            # under a hidden builder as an existing thing would (no listing by probing)
+            if ids_in_range(kwargs):
+                parent = await ctx.run(matchers.parent_builder_in, kwargs)
+                if parent is not None:
+                    await self._decide(self._read_rules(parent), caller.roles, None)
             await self._decide(self._read_rules(None), caller.roles, None)
             return spec
         if scope is not None:

@@ -48,9 +48,13 @@ def hash_password_command(ns: argparse.Namespace, *, stdin: TextIO | None = None
     try:
         if ns.stdin:
             line = (stdin or sys.stdin).readline()
+            if not line:
+                raise EOFError
             password = line[:-1] if line.endswith("\n") else line
             password = password[:-1] if password.endswith("\r") else password
         else:
+            if ask is None and not sys.stdin.isatty():
+                raise EOFError  # (getpass would warn, then read nothing useful)
             prompt = ask or getpass.getpass
             password = prompt("Password: ")
             if prompt("Again: ") != password:

@@ -138,6 +138,35 @@ def scope_in(conn: sa.Connection, rtype: str, kwargs: Mapping[str, Any],
     return Scope(row[0], name, row[1])
 
 
+def parent_builder_in(conn: sa.Connection, kwargs: Mapping[str, Any]) -> str | None:
+    """In a database thread, for a path whose entity does not exist: the name of the
+    builder of its most general part that does (the builder by id or name, else the
+    build, step or build request by id), or None. So that under a hidden builder a
+    missing step, log or build number is refused as an existing one is, and the
+    difference between 403 and 404 does not list what is hidden."""
+    b, st = s.builds, s.steps
+    builderid: Any = None
+    if isinstance(kwargs.get("builderid"), int):
+        builderid = kwargs["builderid"]
+    elif isinstance(kwargs.get("buildername"), str):
+        return conn.execute(sa.select(s.builders.c.name).where(
+            s.builders.c.name == kwargs["buildername"]).limit(1)).scalar()
+    elif isinstance(kwargs.get("buildid"), int):
+        builderid = sa.select(b.c.builderid).where(b.c.id == kwargs["buildid"]) \
+            .scalar_subquery()
+    elif isinstance(kwargs.get("stepid"), int):
+        builderid = sa.select(b.c.builderid).select_from(
+            st.join(b, b.c.id == st.c.buildid)).where(st.c.id == kwargs["stepid"]) \
+            .scalar_subquery()
+    elif isinstance(kwargs.get("buildrequestid"), int):
+        builderid = sa.select(s.buildrequests.c.builderid).where(
+            s.buildrequests.c.id == kwargs["buildrequestid"]).scalar_subquery()
+    if builderid is None:
+        return None
+    return conn.execute(sa.select(s.builders.c.name).where(
+        s.builders.c.id == builderid).limit(1)).scalar()
+
+
 def builder_names_in(conn: sa.Connection, ids: list[int] | None = None) -> dict[int, str]:
     """Builder ids to names (all builders when ``ids`` is None), in a database thread."""
     stmt = sa.select(s.builders.c.id, s.builders.c.name)

@@ -194,6 +194,7 @@ class AuthService(Service):
             limited = None
         except TooManyRequests as e:
             limited = e
+        self.limiter.begin(address)  # (tokens sent together count before they end)
         try:
             if self.tokens is None:
                 raise Unauthenticated("bearer tokens are not available on this server")
@@ -203,6 +204,8 @@ class AuthService(Service):
             if limited is not None:
                 raise limited from None
             raise
+        finally:
+            self.limiter.end(address)
 
     def roles_for(self, user: Mapping[str, Any]) -> frozenset[str]:
         """The roles of ``user`` from the role matchers (owner excepted)."""

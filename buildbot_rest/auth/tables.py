@@ -30,6 +30,8 @@ api_tokens = sa.Table(
     sa.Column("user_key", sa.String(255), nullable=False),
     sa.Column("user_info", sa.Text, nullable=False),
     sa.Column("roles", sa.Text, nullable=True),
+    # (a user's own token: its roles hold only while the user still has them)
+    sa.Column("within_user", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("scope", sa.String(16), nullable=False),
     sa.Column("description", sa.Text, nullable=False, server_default=""),
     sa.Column("created_at", sa.BigInteger, nullable=False),

@@ -135,6 +135,8 @@ class TokenInfo:
     user: Mapping[str, Any]
     roles: tuple[str, ...] | None
     scope: str
+    #: whether ``roles`` hold only while its user has them (a token a user made)
+    within_user: bool
     description: str
     created_at: int
     expires_at: int | None
@@ -168,6 +170,7 @@ class TokenInfo:
         roles = json.loads(row.roles) if row.roles is not None else None
         return cls(id=row.id, user=json.loads(row.user_info),
                    roles=tuple(roles) if roles is not None else None, scope=row.scope,
+                   within_user=bool(row.within_user),
                    description=row.description, created_at=row.created_at,
                    expires_at=row.expires_at, last_used_at=row.last_used_at,
                    revoked_at=row.revoked_at)
@@ -200,20 +203,23 @@ class TokenStore:
 
     def create_sync(self, user: Mapping[str, Any], roles: Sequence[str] | None = None,
                     scope: str = "read", expires_in: int | None = None,
-                    description: str = "") -> tuple[str, TokenInfo]:
+                    description: str = "", *,
+                    within_user: bool = False) -> tuple[str, TokenInfo]:
         """Make a token for ``user`` (user info with a ``username`` or an ``email``),
         creating the table if missing: ``(token, its row)``. The token is not kept
         anywhere: it is the caller's to show, once. ``roles``: the token's own (None:
-        the user's, from the role matchers, when used); ``expires_in``: seconds from
-        now (None: never). ValueError for a bad argument."""
-        values = self._values(user, roles, scope, expires_in, description)
+        the user's, from the role matchers, when used; ``within_user``: held only while
+        the user still has them); ``expires_in``: seconds from now (None: never).
+        ValueError for a bad argument."""
+        values = self._values(user, roles, scope, expires_in, description, within_user)
         return self.db.pool.run_in_transaction_sync(_create_in, values)
 
     async def create(self, user: Mapping[str, Any], roles: Sequence[str] | None = None,
                      scope: str = "read", expires_in: int | None = None,
-                     description: str = "") -> tuple[str, TokenInfo]:
+                     description: str = "", *,
+                     within_user: bool = False) -> tuple[str, TokenInfo]:
         """:meth:`create_sync` off the reactor thread."""
-        values = self._values(user, roles, scope, expires_in, description)
+        values = self._values(user, roles, scope, expires_in, description, within_user)
         return await self._run(True, _create_in, values)
 
     def list_sync(self, user: Mapping[str, Any] | None = None) -> list[TokenInfo]:
@@ -251,7 +257,8 @@ class TokenStore:
                                int(self.clock()))
 
     def _values(self, user: Mapping[str, Any], roles: Sequence[str] | None, scope: str,
-                expires_in: int | None, description: str) -> dict[str, Any]:
+                expires_in: int | None, description: str,
+                within_user: bool = False) -> dict[str, Any]:
         key = user_key(user)
         if key is None or user.get("anonymous"):
             raise ValueError("a token's user needs a username or an email")
@@ -268,6 +275,7 @@ class TokenStore:
         return {"user_key": key, "user_info": json.dumps(dict(user), sort_keys=True),
                 "roles": json.dumps(sorted(set(roles))) if roles is not None else None,
                 "scope": scope, "description": description, "created_at": now,
+                "within_user": within_user,
                 "expires_at": now + expires_in if expires_in is not None else None}
 
     async def _run(self, write: bool, fn: Callable[..., T], *args: Any) -> T:
@@ -312,8 +320,12 @@ class TokenStore:
             raise invalid_token(f"bearer token #{token_id} expired at "
                                 f"{iso(info.expires_at)}")
         self._record_use(token_id, info.last_used_at, now)
-        roles = (frozenset(info.roles) if info.roles is not None
-                 else frozenset(roles_for(info.user)))
+        if info.roles is None:
+            roles = frozenset(roles_for(info.user))
+        elif info.within_user:  # (a user taken out of a role loses it on this token)
+            roles = frozenset(info.roles) & frozenset(roles_for(info.user))
+        else:
+            roles = frozenset(info.roles)
         return Caller(user=info.user, roles=roles, scope=info.scope, token_id=token_id,
                       expires=info.expires_at)
 

@@ -160,7 +160,8 @@ class TokensResource(Resource):
         # at each use, so a user taken out of a group loses that role on their tokens too.
         user = {key: value for key, value in caller.user.items() if key != "groups"}
         try:
-            token, info = await store.create(user, roles, scope, expires, description)
+            token, info = await store.create(user, roles, scope, expires, description,
+                                             within_user=True)
         except ValueError as e:  # (a user without username or email)
             raise BadRequest(str(e)) from None
         log.info("bearer token #{id} made by its user {user} from {address} (scope "

@@ -221,10 +221,14 @@ async def test_collections_are_narrowed(database: Database) -> None:
 async def test_missing_entities_are_left_to_their_404(database: Database) -> None:
     service, connector = _service(database, VIEW)
     for path in (["builds", "99999"], ["logs", "99999", "raw"], ["steps", "99999"],
-                 ["builders", SECRET, "builds", "99999"], ["builds", str(2**70)]):
+                 ["builds", str(2**70)]):
         endpoint, kwargs = connector.match(path)
         assert await service.authorize_read(ANONYMOUS_CALLER, endpoint, kwargs,
                                             ResultSpec()) == ResultSpec()
+    # but under a hidden builder, a missing build is refused as an existing one
+    endpoint, kwargs = connector.match(["builders", SECRET, "builds", "99999"])
+    with pytest.raises(Forbidden, match="'secret'"):
+        await service.authorize_read(ANONYMOUS_CALLER, endpoint, kwargs, ResultSpec())
 
 
 @pytest_twisted.ensureDeferred

@@ -196,3 +196,26 @@ async def test_no_action_on_what_one_may_not_see(server: Api) -> None:
     for path, method, params in calls:  # (a finished build's request is complete: 409)
         reply = await server.rpc(path, method, params, headers=roles("admins", "secret"))
         assert reply.code in (200, 409), (path, reply.body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_missing_things_under_a_hidden_builder_are_refused_alike(server: Api) -> None:
+    """Under a hidden builder, a build number, step or log that does not exist is
+    refused as one that does (a 404 beside the 403s listed its builds' numbers, steps
+    and logs); with the role, the usual 404."""
+    b = secret_build(server)
+    missing = [f"builders/{b['builderid']}/builds/99999",
+               f"builders/{SECRET}/builds/99999",
+               f"builds/{b['buildid']}/steps/no-such-step",
+               f"builds/{b['buildid']}/steps/9999",
+               f"builds/{b['buildid']}/steps/{b['step_name']}/logs/no-such-log",
+               f"steps/{b['stepid']}/logs/no-such-log",
+               f"buildrequests/{b['buildrequestid']}/builds"]
+    for path in missing:
+        refused = await server.get(path, headers=roles("dev"))
+        assert refused.code == 403, (path, refused.body)
+        assert refused.json["error"] == "you need to have role 'secret'"
+        seen = await server.get(path, headers=roles("secret"))
+        assert seen.code in (200, 404), (path, seen.body)
+    # and a builder that does not exist is a 404 for everyone
+    assert (await server.get("builders/99999/builds/1", headers=roles("dev"))).code == 404

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.web.test.requesthelper import DummyRequest
@@ -229,3 +230,25 @@ async def test_a_token_is_never_ignored(server: Server) -> None:
         assert response.code == 401, pair
         assert "one Authorization header" in body["error"]
         assert response.headers.getRawHeaders("www-authenticate")[0].startswith("Bearer")
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_tokens_sent_together_are_limited_too(server: Server) -> None:
+    """Tokens being checked count before their check ends: a burst of bad tokens from
+    one address gets at most ``login_failures`` 401s, the rest 429."""
+    config = Config(db_url=server.db.url,
+                    auth={**auth_config(), "login_failures": 3, "login_period": 60})
+    auth = AuthService(config, server.db)
+    good = await server.make("alice")
+    # (well formed, so that each is looked up in the database: checks overlap)
+    wrong = good["token"][:-1] + ("A" if good["token"][-1] != "A" else "B")
+    attempts = [defer.ensureDeferred(auth.caller(request_from("192.0.2.9", wrong)))
+                for _ in range(20)]
+    outcomes = await defer.DeferredList(attempts, consumeErrors=True)
+    kinds = [type(result.value).__name__ for ok, result in outcomes if not ok]
+    assert len(kinds) == 20
+    assert kinds.count("Unauthenticated") <= 3, kinds
+    assert kinds.count("TooManyRequests") >= 17, kinds
+    # and the good token is still served from there
+    assert (await auth.caller(request_from("192.0.2.9", good["token"]))).user[
+        "username"] == "alice"

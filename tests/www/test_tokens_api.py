@@ -354,19 +354,27 @@ async def test_csrf_needs_json_and_an_allowed_origin(server: Server) -> None:
 @pytest_twisted.ensureDeferred
 async def test_a_tokens_roles_follow_the_configuration(server: Server) -> None:
     """A token made at /auth/tokens keeps the user, not the groups of the session that
-    made it: once the configuration takes alice out of "admins", her token is no
-    admin either (its roles are computed at each use)."""
+    made it: once the configuration takes alice out of "admins", her tokens are no
+    admins either (their roles are computed at each use, or limited to hers)."""
     made = await server.make("alice", scope="control")
+    chosen = await server.make("alice", scope="control", roles=["admins"])
     reply = await server.api.request("GET", "config", headers=bearer(made["token"]))
     assert "groups" not in reply.json["user"]
     caller = await server.auth.caller(_request(made["token"]))
     assert caller.roles == {"admins", "devs"}
+    assert (await server.auth.caller(_request(chosen["token"]))).roles == {"admins"}
     table = auth_config()
     table["users"]["alice"]["groups"] = ["devs"]
     changed = AuthService(Config(db_url=server.db.url, auth=table, authz=AUTHZ), server.db)
     caller = await changed.caller(_request(made["token"]))
     assert caller.user["username"] == "alice"
     assert caller.roles == {"devs"}
+    # roles chosen at creation hold only while the user has them
+    assert (await changed.caller(_request(chosen["token"]))).roles == frozenset()
+    # (a token made by the command line with --role is the administrator's grant)
+    assert changed.tokens is not None
+    granted, _ = await changed.tokens.create({"username": "alice"}, roles=["admins"])
+    assert (await changed.caller(_request(granted))).roles == {"admins"}
 
 
 def _request(token: str) -> Any:
