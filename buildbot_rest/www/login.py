@@ -10,10 +10,9 @@ import unicodedata
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
-from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
 from buildbot_rest.auth.service import client_address
 from buildbot_rest.data.errors import (
@@ -24,7 +23,7 @@ from buildbot_rest.data.errors import (
     Unauthenticated,
 )
 from buildbot_rest.www.frontend import buildbot_url
-from buildbot_rest.www.rest import Responder, error_body, error_headers
+from buildbot_rest.www.rest import Responder, answer_async, error_body, error_headers
 
 if TYPE_CHECKING:
     from buildbot_rest.auth.service import AuthService
@@ -122,15 +121,7 @@ class AuthPages(Resource):
 
     def render(self, request: Request) -> Any:
         request.setHeader(b"cache-control", b"no-store")
-        responder = Responder(request)
-        d = defer.ensureDeferred(self._handle(request, responder))
-        d.addErrback(self._internal_error, request, responder)
-        return NOT_DONE_YET
-
-    def _internal_error(self, failure: Any, request: Request, responder: Responder) -> None:
-        log.failure("internal error answering {uri}", failure, uri=request.uri)
-        if not responder.disconnected and not request.startedWriting:
-            responder.send(500, error_body("internal error - see logs"))
+        return answer_async(request, lambda responder: self._handle(request, responder))
 
     async def _handle(self, request: Request, responder: Responder) -> None:
         page = request.postpath[0] if request.postpath and len(request.postpath) == 1 \

@@ -8,7 +8,7 @@ decides (:meth:`buildbot_rest.data.connector.DataConnector.read`)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
@@ -148,6 +148,33 @@ class Responder:
         _Slices(self.request, body).start()
 
 
+def answer_async(request: Request, handle: Callable[[Responder], Coroutine[Any, Any, None]], *,
+                 rpc: bool = False) -> int:
+    """Answer ``request`` with the coroutine ``handle(responder)``; returns
+    ``NOT_DONE_YET`` for a resource's ``render``. An unexpected failure is logged and
+    answered with a JSON 500 (a JSON-RPC envelope for a POST when ``rpc``), or, once the
+    answer has started, by cutting the connection so that the client sees it is
+    incomplete."""
+    responder = Responder(request)
+    d = defer.ensureDeferred(handle(responder))
+    d.addErrback(_internal_error, request, responder, rpc)
+    return NOT_DONE_YET
+
+
+def _internal_error(failure: Any, request: Request, responder: Responder, rpc: bool) -> None:
+    log.failure("internal error answering {uri}", failure, uri=request.uri)
+    if responder.disconnected:
+        return
+    if request.startedWriting:
+        if request.channel is not None:
+            request.channel.loseConnection()
+        return
+    if rpc and request.method == b"POST":
+        responder.send(500, jsonrpc.failure(ApiError("internal error - see logs"), None))
+        return
+    responder.send(500, error_body("internal error - see logs"))
+
+
 def error_headers(error: ApiError) -> dict[bytes, bytes] | None:
     """The headers an error answer carries: ``Retry-After`` for a 503 that knows when
     to try again and for a 429 (RFC 9110 10.2.3, RFC 6585 4); ``WWW-Authenticate`` for
@@ -204,25 +231,8 @@ class RestResource(Resource):
         allowed = self.auth.settings.allowed_origins if self.auth is not None else ()
         if cors.handle(request, allowed_origins=allowed, base_url=self.connector.base_url):
             return NOT_DONE_YET  # (a preflight, or an origin refused: answered)
-        responder = Responder(request)
-        d = defer.ensureDeferred(self._handle(request, responder))
-        d.addErrback(self._internal_error, request, responder)
-        return NOT_DONE_YET
-
-    def _internal_error(self, failure: Any, request: Request, responder: Responder) -> None:
-        log.failure("internal error answering {uri}", failure, uri=request.uri)
-        if responder.disconnected:
-            return
-        if request.startedWriting:
-            # Too late for a status: cut the response so the client sees it is incomplete.
-            if request.channel is not None:
-                request.channel.loseConnection()
-            return
-        if request.method == b"POST":
-            error = ApiError("internal error - see logs")
-            responder.send(500, jsonrpc.failure(error, None))
-            return
-        responder.send(500, error_body("internal error - see logs"))
+        return answer_async(request, lambda responder: self._handle(request, responder),
+                            rpc=True)
 
     async def _handle(self, request: Request, responder: Responder) -> None:
         compact = encoding.wants_compact(request.getHeader(b"accept"))

@@ -24,10 +24,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
 from buildbot_rest.auth.service import AuthService, Caller, client_address
 from buildbot_rest.auth.tokens import MAX_DESCRIPTION, MAX_ID, TokenStore, parse_duration
@@ -41,7 +40,7 @@ from buildbot_rest.data.errors import (
     Unauthenticated,
 )
 from buildbot_rest.www import jsonrpc
-from buildbot_rest.www.rest import Responder, decode_path, error_body, error_headers
+from buildbot_rest.www.rest import Responder, answer_async, decode_path, error_body, error_headers
 
 log = Logger()
 
@@ -72,19 +71,8 @@ class TokensResource(Resource):
         self.base_url = base_url or auth.config.base_url or ""
 
     def render(self, request: Request) -> Any:
-        responder = Responder(request)
-        d = defer.ensureDeferred(self._handle(request, responder))
-        d.addErrback(self._internal_error, request, responder)
-        return NOT_DONE_YET
-
-    def _internal_error(self, failure: Any, request: Request, responder: Responder) -> None:
-        log.failure("internal error answering {uri}", failure, uri=request.uri)
-        if responder.disconnected or request.startedWriting:
-            return
-        error = ApiError("internal error - see logs")
-        body = (jsonrpc.failure(error, None) if request.method == b"POST"
-                else error_body(error.message))
-        responder.send(500, body)
+        return answer_async(request, lambda responder: self._handle(request, responder),
+                            rpc=True)
 
     async def _handle(self, request: Request, responder: Responder) -> None:
         if request.method == b"POST":

@@ -17,6 +17,7 @@ import pytest_twisted
 import sqlalchemy as sa
 
 from buildbot_rest.db import schema as s
+from tests.www.test_authz_http import BACKENDS, database
 from tests.www.test_authz_live import OTHER, SECRET, Server, serve_with_auth, ws
 from tests.www.test_control_builds import _running_build
 from tests.www.test_disconnect import until
@@ -29,14 +30,10 @@ RULES = {"allow": [
 ]}
 
 
-@pytest.fixture(scope="module", params=["sqlite",
-                                        pytest.param("postgresql", marks=pytest.mark.postgresql)])
+@pytest.fixture(scope="module", params=BACKENDS)
 def server(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('liveholes') / 'demo.sqlite'}"
-    else:
-        url = request.getfixturevalue("pg_databases").create()
+    url = database(request, tmp_path_factory, "liveholes")
     yield from serve_with_auth(url, RULES)
 
 

@@ -36,6 +36,7 @@ from buildbot_rest.db import schema as s
 from buildbot_rest.mq import SimpleMQ
 from buildbot_rest.www import WebApp
 from tests.www.conftest import Api
+from tests.www.test_authz_http import BACKENDS, database
 from tests.www.test_control_builds import _running_build
 from tests.www.test_disconnect import until
 from tests.www.test_sse import open_stream
@@ -81,12 +82,13 @@ class Server:
                                  .where(s.masters.c.active == 1))[0][0])
 
 
-def serve_with_auth(url: str, authz: dict[str, Any], **options: Any) -> Iterator[Server]:
-    """A writable demo server at ``url`` with a real AuthService and ``authz``, and
-    tokens: "anonymous" has none, "reader" (no role), "secret" (role secret, read
-    scope), "admin" (roles admins and secret, control scope), "readadmin" (role
-    admins, read scope), "controller" (role admins, control scope)."""
-    db = Database(url, pool_size=4)
+def serve_with_auth(path: str, authz: dict[str, Any], **options: Any) -> Iterator[Server]:
+    """A writable demo server at ``path`` (an SQLite file or a database URL) with a
+    real AuthService and ``authz``, and tokens: "anonymous" has none, "reader" (no
+    role), "secret" (role secret, read scope), "admin" (roles admins and secret,
+    control scope), "readadmin" (role admins, read scope), "controller" (role admins,
+    control scope)."""
+    db = Database(path if "://" in path else f"sqlite:///{path}", pool_size=4)
     db.prepare_sync()
     with db.engine.connect() as conn:
         empty = conn.execute(sa.text("select count(*) from builds")).scalar() == 0
@@ -117,14 +119,10 @@ def serve_with_auth(url: str, authz: dict[str, Any], **options: Any) -> Iterator
         db.stop()
 
 
-@pytest.fixture(scope="module", params=["sqlite",
-                                        pytest.param("postgresql", marks=pytest.mark.postgresql)])
+@pytest.fixture(scope="module", params=BACKENDS)
 def server(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('live') / 'demo.sqlite'}"
-    else:
-        url = request.getfixturevalue("pg_databases").create()
+    url = database(request, tmp_path_factory, "live")
     yield from serve_with_auth(url, RULES, allowed_origins=[ORIGIN])
 
 

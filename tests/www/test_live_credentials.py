@@ -11,6 +11,7 @@ import pytest
 import pytest_twisted
 
 from buildbot_rest.auth.service import ANONYMOUS_CALLER
+from tests.www.test_authz_http import BACKENDS, database
 from tests.www.test_authz_live import RULES, Server, serve_with_auth
 from tests.www.test_disconnect import until, within
 from tests.www.test_sse import open_stream
@@ -20,14 +21,10 @@ from tests.www.test_ws import Client, closed, connect
 CHECK = 0.1
 
 
-@pytest.fixture(scope="module", params=["sqlite",
-                                        pytest.param("postgresql", marks=pytest.mark.postgresql)])
+@pytest.fixture(scope="module", params=BACKENDS)
 def server(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('creds') / 'demo.sqlite'}"
-    else:
-        url = request.getfixturevalue("pg_databases").create()
+    url = database(request, tmp_path_factory, "creds")
     for made in serve_with_auth(url, RULES):
         made.auth.prepare_sync()  # (the session secret, for the cookies below)
         made.web.ws.recheck_every = made.web.sse.recheck_every = CHECK
